@@ -1,0 +1,139 @@
+//! Dispatch: turns parsed arguments into library calls, prints results, picks the exit code.
+
+use crate::capture::input::{self, InputSource};
+use crate::cli::{CaptureCommand, Cli, ColorChoice, Command, DiffArgs, DiffFormat, InspectFormat};
+use crate::diff::{self, DiffOptions};
+use crate::dump::Dump;
+use crate::exit;
+use crate::metrics::Tolerance;
+use crate::report;
+use anyhow::{Result, bail, ensure};
+use std::io::{IsTerminal, Write};
+
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Diff(args) => run_diff(&args),
+        Command::Inspect(args) => {
+            let dump = Dump::open(&args.dump)?;
+            let inspection = crate::inspect::inspect(&dump);
+            print(&match args.format {
+                InspectFormat::Table => crate::inspect::render_table(&inspection),
+                InspectFormat::Json => crate::inspect::render_json(&inspection),
+            })?;
+            Ok(exit::WITHIN_TOLERANCE)
+        }
+        Command::Prep(args) => {
+            let source = InputSource::Image {
+                path: args.image,
+                transform: args.transform,
+                size: args.size,
+            };
+            let prepared = source.load()?;
+            let written = input::write_input_dump(&prepared, &args.output)?;
+            eprintln!(
+                "wrote {} (input {:?}, sha256 {})",
+                written.path.display(),
+                prepared.shape,
+                prepared.sha256
+            );
+            Ok(exit::WITHIN_TOLERANCE)
+        }
+        Command::Capture(CaptureCommand::Meta(_)) => bail!(
+            "this dinodiff was built without the `torch` feature, so it cannot run Meta's model. \
+             Rebuild with `cargo build --release --features torch` (libtorch comes from the \
+             torch==2.13.0 wheel; `tools/dev setup` does all of it, see docs/capture-meta.md)"
+        ),
+        Command::Synth(args) => {
+            let drift = match &args.drift {
+                None => None,
+                Some(spec) => {
+                    let Some((stage, amp)) = spec.split_once('=') else {
+                        bail!("--drift {spec:?}: expected STAGE=AMPLITUDE, e.g. blocks.5.ls2=1e-3");
+                    };
+                    let amp: f32 = amp.parse().map_err(|_| {
+                        anyhow::anyhow!("--drift {spec:?}: {amp:?} is not a number")
+                    })?;
+                    Some((stage.to_string(), amp))
+                }
+            };
+            ensure!(
+                args.image_size > 0 && args.image_size % 16 == 0,
+                "--image-size {} is not a positive multiple of 16",
+                args.image_size
+            );
+            let opts = crate::synth::SynthOptions {
+                variant: crate::model::Variant::lookup(&args.variant)?,
+                image_size: args.image_size,
+                seed: args.seed,
+                noise: args.noise,
+                noise_seed: args.noise_seed,
+                drift,
+            };
+            let written = crate::synth::synth(&opts, &args.output)?;
+            eprintln!(
+                "wrote {} ({} tensors, {} bytes)",
+                written.path.display(),
+                written.tensors,
+                written.bytes
+            );
+            Ok(exit::WITHIN_TOLERANCE)
+        }
+    }
+}
+
+fn run_diff(args: &DiffArgs) -> Result<u8> {
+    ensure!(
+        args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
+        "--atol and --rtol must be finite and non-negative"
+    );
+    let a = Dump::open(&args.a)?;
+    let b = Dump::open(&args.b)?;
+    let map = match &args.map {
+        Some(p) => crate::align::NameMap::load(p)?,
+        None => crate::align::NameMap::default(),
+    };
+    let opts = DiffOptions {
+        tolerance: Tolerance {
+            atol: args.atol,
+            rtol: args.rtol,
+        },
+        allow_input_mismatch: args.allow_input_mismatch,
+        map,
+    };
+    let r = diff::diff(&a, &b, &opts)?;
+    let tty = std::io::stdout().is_terminal();
+    let text = match args.format {
+        DiffFormat::Table => {
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
+            };
+            report::table::render(
+                &r,
+                &report::table::TableStyle {
+                    color,
+                    wrap: tty,
+                    list_unmatched: args.list_unmatched,
+                },
+            )
+        }
+        DiffFormat::Json => report::json::render(&r),
+        DiffFormat::Markdown => report::markdown::render(&r),
+    };
+    print(&text)?;
+    Ok(if r.verdict.pass {
+        exit::WITHIN_TOLERANCE
+    } else {
+        exit::OVER_TOLERANCE
+    })
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,173 @@
+//! Command-line definitions (clap derive) and nothing else; [`crate::app`] turns them into work.
+
+use crate::capture::input::Transform;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Find where numerical parity breaks between implementations of the same neural network.
+///
+/// Exit codes: 0 = done (diff: within tolerance), 1 = diff found tensors over tolerance,
+/// 2 = error (nothing was written).
+#[derive(Parser, Debug)]
+#[command(name = "dinodiff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compare two dumps: headline cosine / max|Δ|, a per-stage table, the first stage over tolerance
+    Diff(DiffArgs),
+    /// Show a dump's manifest and per-tensor statistics in execution order
+    Inspect(InspectArgs),
+    /// Prepare the model input from an image: the `input.st` every capture consumes
+    Prep(PrepArgs),
+    /// Capture every intermediate tensor of one run into a dump
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+    /// Write a synthetic DINOv3-shaped dump (demos, tests, benchmarks of diff)
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The reference dump (A)
+    pub a: PathBuf,
+    /// The dump compared against it (B)
+    pub b: PathBuf,
+    /// Absolute tolerance: a position fails when |a-b| > atol + rtol * max(|a|, |b|)
+    #[arg(long, default_value_t = 1e-4)]
+    pub atol: f64,
+    /// Relative tolerance (see --atol)
+    #[arg(long, default_value_t = 1e-4)]
+    pub rtol: f64,
+    /// Name map (TOML: [pairs] and [[rewrite]] rules; see docs/alignment.md)
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    /// Compare dumps whose manifests record different input hashes
+    #[arg(long)]
+    pub allow_input_mismatch: bool,
+    #[arg(long, value_enum, default_value_t = DiffFormat::Table)]
+    pub format: DiffFormat,
+    /// Colour cells over tolerance (table format); auto = when stdout is a terminal and NO_COLOR is unset
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// List the tensors that found no partner
+    #[arg(long)]
+    pub list_unmatched: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub dump: PathBuf,
+    #[arg(long, value_enum, default_value_t = InspectFormat::Table)]
+    pub format: InspectFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct PrepArgs {
+    /// A JPEG or PNG image
+    #[arg(long)]
+    pub image: PathBuf,
+    /// meta = Meta's eval transform; square = center square crop then resize; none = as is
+    #[arg(long, value_enum, default_value_t = Transform::Meta)]
+    pub transform: Transform,
+    /// Side of the square model input, a multiple of 16
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// The input dump to write
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// Where a capture takes its input from: a prepared dump, or an image prepared on the fly.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false, id = "input_source")]
+pub struct InputArgs {
+    /// An input dump made by `dinodiff prep`
+    #[arg(long, group = "input_source")]
+    pub input: Option<PathBuf>,
+    /// An image to prepare as `dinodiff prep` would
+    #[arg(long, group = "input_source")]
+    pub image: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImageTransformArgs {
+    /// Transform for --image (see `dinodiff prep --help`)
+    #[arg(long, value_enum, default_value_t = Transform::Meta)]
+    pub transform: Transform,
+    /// Input size for --image
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaptureCommand {
+    /// Meta's DINOv3 from its .pth checkpoint, natively in libtorch (needs the `torch` feature)
+    Meta(CaptureMetaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureMetaArgs {
+    /// Meta-format checkpoint (.pth)
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Variant (vits16, ..., or Meta's full name); inferred from the checkpoint when omitted
+    #[arg(long)]
+    pub variant: Option<String>,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub transform: ImageTransformArgs,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// DINOv3 variant whose stage shapes to use (vits16 ... vit7b16)
+    #[arg(long, default_value = "vits16")]
+    pub variant: String,
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Amplitude of a uniform noise field added to every stage but `input`
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f32,
+    #[arg(long, default_value_t = 1)]
+    pub noise_seed: u64,
+    /// STAGE=AMPLITUDE: drift starting at STAGE, growing 5% per stage after it
+    #[arg(long, value_name = "STAGE=AMPLITUDE")]
+    pub drift: Option<String>,
+    #[arg(short, long)]
+    pub output: PathBuf,
+}

@@ -1,0 +1,315 @@
+//! `dinodiff diff`: compares two dumps and builds a [`DiffReport`], which the renderers of
+//! [`crate::report`] print. The report is also the JSON output, so its field names are the
+//! stable schema documented in `docs/diff-json.md` (`schema` = [`SCHEMA`]).
+//!
+//! Contract:
+//! - dumps whose manifests record different input hashes are refused ([`InputMismatch`]) unless
+//!   the caller allows it; a dump that records no input hash is never refused, the report says
+//!   the check could not be made;
+//! - pairs come from [`crate::align`]; every pair is compared in full (no sampling), in parallel;
+//! - `first_over` is the first failing pair in A's execution order, `worst` the failing pair with
+//!   the largest max|Δ| (or, when nothing fails, the pair with the largest max|Δ|);
+//! - a pair's amplification is its max|Δ| over that of the previous compared pair in execution
+//!   order (absent when that one is 0);
+//! - the verdict passes when no pair fails and no pair has mismatched shapes.
+
+use crate::align::{self, NameMap, PairedBy, ShapeRelation};
+use crate::dump::{Dump, SourceKind};
+use crate::metrics::{self, Comparison, Tolerance, View};
+use crate::model::Stage;
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub const SCHEMA: &str = "dinodiff.diff/1";
+
+/// The headline stages, in display order.
+pub const HEADLINE: [&str; 2] = ["cls", "pooled"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpInfo {
+    pub path: String,
+    pub source: SourceKind,
+    pub has_manifest: bool,
+    pub variant: Option<String>,
+    pub model_sha256: Option<String>,
+    pub input_sha256: Option<String>,
+    pub created: Option<String>,
+    pub tensors: usize,
+}
+
+impl DumpInfo {
+    fn of(d: &Dump) -> DumpInfo {
+        let m = d.manifest();
+        DumpInfo {
+            path: d.path().display().to_string(),
+            source: m.source,
+            has_manifest: d.has_manifest(),
+            variant: m.variant.clone(),
+            model_sha256: m.model.as_ref().map(|f| f.sha256.clone()),
+            input_sha256: m.input_sha256.clone(),
+            created: (!m.created.is_empty()).then(|| m.created.clone()),
+            tensors: d.tensors().len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputStatus {
+    Match,
+    /// Hashes differ; the user allowed it.
+    MismatchAllowed,
+    /// At least one dump records no input hash.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputCheck {
+    pub status: InputStatus,
+    pub a_sha256: Option<String>,
+    pub b_sha256: Option<String>,
+}
+
+/// The refusal of two dumps of different inputs.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{a} and {b} were captured from different inputs (input sha256 {ha} vs {hb}); their tensors \
+     are not comparable. Capture both from the same input.st, or pass --allow-input-mismatch to \
+     compare anyway"
+)]
+pub struct InputMismatch {
+    pub a: String,
+    pub b: String,
+    pub ha: String,
+    pub hb: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairResult {
+    /// The common name (canonical stage name when there is one).
+    pub name: String,
+    pub a: String,
+    pub b: String,
+    pub paired_by: PairedBy,
+    /// Whether `name` is a canonical stage.
+    pub canonical: bool,
+    pub shape_a: Vec<usize>,
+    pub shape_b: Vec<usize>,
+    pub dtype_a: String,
+    pub dtype_b: String,
+    pub shapes: ShapeRelation,
+    /// Absent on a shape mismatch.
+    pub metrics: Option<Comparison>,
+    /// Multi-dimensional index of `metrics.argmax` in A's shape.
+    pub argmax_index: Option<Vec<usize>>,
+    pub amplification: Option<f64>,
+    pub fails: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Headline {
+    pub name: String,
+    pub cosine: Option<f64>,
+    pub max_abs: f64,
+    pub fails: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Unmatched {
+    pub a: Vec<String>,
+    pub b: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub pass: bool,
+    pub compared: usize,
+    pub failed: usize,
+    pub shape_mismatches: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub schema: &'static str,
+    pub a: DumpInfo,
+    pub b: DumpInfo,
+    pub tolerance: Tolerance,
+    pub input: InputCheck,
+    pub headline: Vec<Headline>,
+    /// In A's execution order.
+    pub pairs: Vec<PairResult>,
+    pub unmatched: Unmatched,
+    /// Indices into `pairs`.
+    pub first_over: Option<usize>,
+    pub worst: Option<usize>,
+    pub verdict: Verdict,
+}
+
+pub struct DiffOptions {
+    pub tolerance: Tolerance,
+    pub allow_input_mismatch: bool,
+    pub map: NameMap,
+}
+
+pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
+    let (ha, hb) = (
+        a.manifest().input_sha256.clone(),
+        b.manifest().input_sha256.clone(),
+    );
+    let status = match (&ha, &hb) {
+        (Some(x), Some(y)) if x == y => InputStatus::Match,
+        (Some(x), Some(y)) => {
+            if !allow {
+                return Err(InputMismatch {
+                    a: a.path().display().to_string(),
+                    b: b.path().display().to_string(),
+                    ha: x.clone(),
+                    hb: y.clone(),
+                });
+            }
+            InputStatus::MismatchAllowed
+        }
+        _ => InputStatus::Unknown,
+    };
+    Ok(InputCheck {
+        status,
+        a_sha256: ha,
+        b_sha256: hb,
+    })
+}
+
+pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
+    let input = check_inputs(a, b, opts.allow_input_mismatch)?;
+    let alignment = align::align(a, b, &opts.map)?;
+    a.advise_sequential();
+    b.advise_sequential();
+    let progress = crate::progress::bytes_bar(
+        alignment
+            .pairs
+            .iter()
+            .map(|p| a.get(&p.a).map_or(0, |t| (t.end - t.start) as u64))
+            .sum(),
+        "comparing",
+    );
+    let mut pairs: Vec<PairResult> = alignment
+        .pairs
+        .par_iter()
+        .map(|p| {
+            let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
+            let metrics = (p.shapes != ShapeRelation::Mismatch).then(|| {
+                metrics::compare(
+                    View {
+                        dtype: ta.dtype,
+                        data: a.data(ta),
+                    },
+                    View {
+                        dtype: tb.dtype,
+                        data: b.data(tb),
+                    },
+                    opts.tolerance,
+                )
+            });
+            progress.inc((ta.end - ta.start) as u64);
+            let argmax_index = metrics
+                .as_ref()
+                .and_then(|m| m.argmax)
+                .map(|i| unravel(i, &ta.shape));
+            let fails = metrics.as_ref().is_none_or(Comparison::fails);
+            PairResult {
+                name: p.key.clone(),
+                a: p.a.clone(),
+                b: p.b.clone(),
+                paired_by: p.by,
+                canonical: Stage::parse(&p.key).is_some(),
+                shape_a: ta.shape.clone(),
+                shape_b: tb.shape.clone(),
+                dtype_a: ta.dtype.to_string(),
+                dtype_b: tb.dtype.to_string(),
+                shapes: p.shapes.clone(),
+                metrics,
+                argmax_index,
+                amplification: None,
+                fails,
+            }
+        })
+        .collect();
+    progress.finish_and_clear();
+    let mut previous: Option<f64> = None;
+    for p in &mut pairs {
+        if let Some(m) = &p.metrics {
+            p.amplification = previous.filter(|&x| x > 0.0).map(|x| m.max_abs / x);
+            previous = Some(m.max_abs);
+        }
+    }
+    let headline = HEADLINE
+        .iter()
+        .filter_map(|h| pairs.iter().find(|p| p.name == *h))
+        .filter_map(|p| {
+            p.metrics.as_ref().map(|m| Headline {
+                name: p.name.clone(),
+                cosine: m.cosine,
+                max_abs: m.max_abs,
+                fails: p.fails,
+            })
+        })
+        .collect();
+    let first_over = pairs.iter().position(|p| p.fails);
+    let by_max = |i: &usize, j: &usize| {
+        let m = |k: usize| pairs[k].metrics.as_ref().map_or(f64::INFINITY, |m| m.max_abs);
+        m(*i).total_cmp(&m(*j)).then(j.cmp(i))
+    };
+    let failing: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fails).collect();
+    let worst = if failing.is_empty() {
+        (0..pairs.len()).max_by(by_max)
+    } else {
+        failing.iter().copied().max_by(by_max)
+    };
+    let shape_mismatches = pairs.iter().filter(|p| p.metrics.is_none()).count();
+    let verdict = Verdict {
+        pass: failing.is_empty(),
+        compared: pairs.len() - shape_mismatches,
+        failed: failing.len(),
+        shape_mismatches,
+    };
+    Ok(DiffReport {
+        schema: SCHEMA,
+        a: DumpInfo::of(a),
+        b: DumpInfo::of(b),
+        tolerance: opts.tolerance,
+        input,
+        headline,
+        pairs,
+        unmatched: Unmatched {
+            a: alignment.unmatched_a,
+            b: alignment.unmatched_b,
+        },
+        first_over,
+        worst,
+        verdict,
+    })
+}
+
+/// Flat row-major index to a multi-dimensional one.
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (slot, &dim) in index.iter_mut().zip(shape).rev() {
+        if dim > 0 {
+            *slot = flat % dim;
+            flat /= dim;
+        }
+    }
+    index
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unravel;
+
+    #[test]
+    fn unravel_is_row_major() {
+        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
+        assert_eq!(unravel(5, &[2, 3]), vec![1, 2]);
+        assert_eq!(unravel(7, &[1, 2, 4]), vec![0, 1, 3]);
+        assert_eq!(unravel(0, &[]), Vec::<usize>::new());
+    }
+}

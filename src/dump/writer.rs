@@ -1,0 +1,274 @@
+//! Streaming, atomic dump writer.
+//!
+//! Contract:
+//! - tensors are appended one at a time with [`DumpWriter::write`]; their bytes go straight to a
+//!   temporary data file beside the target, so memory use does not grow with the dump;
+//! - [`DumpWriter::finish`] writes the safetensors header (with the manifest) and the data into a
+//!   second temporary file in the target's directory and renames it onto the target: the target
+//!   path only ever holds a complete dump. A writer dropped or killed before `finish` leaves nothing
+//!   at the target (a killed process may leave `.NAME.partial-*` / `.NAME.data-*` files beside it,
+//!   never the target itself);
+//! - tensor names are unique; the data order is the write order, which is also the manifest's
+//!   execution order;
+//! - a tensor named `input` fixes the manifest's `input_sha256` (or must agree with it).
+
+use super::manifest::{FORMAT_VERSION, FORMAT_VERSION_KEY, MANIFEST_KEY, Manifest, TensorRecord};
+use anyhow::{Context, Result, bail, ensure};
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+/// What [`DumpWriter::finish`] wrote.
+#[derive(Debug, Clone)]
+pub struct WrittenDump {
+    pub path: PathBuf,
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
+pub struct DumpWriter {
+    target: PathBuf,
+    data: BufWriter<NamedTempFile>,
+    infos: Vec<(String, TensorInfo)>,
+    names: HashSet<String>,
+    offset: usize,
+    manifest: Manifest,
+}
+
+impl DumpWriter {
+    /// Starts a dump that will appear at `target` when [`finish`](Self::finish) succeeds.
+    pub fn create(target: &Path, manifest: Manifest) -> Result<DumpWriter> {
+        let dir = parent_dir(target);
+        let data = tempfile::Builder::new()
+            .prefix(&temp_prefix(target, "data"))
+            .tempfile_in(&dir)
+            .with_context(|| {
+                format!(
+                    "cannot create a temporary file in {} for the dump {}",
+                    dir.display(),
+                    target.display()
+                )
+            })?;
+        Ok(DumpWriter {
+            target: target.to_path_buf(),
+            data: BufWriter::with_capacity(1 << 20, data),
+            infos: Vec::new(),
+            names: HashSet::new(),
+            offset: 0,
+            manifest,
+        })
+    }
+
+    /// The manifest being built (backends add facts while they run).
+    pub fn manifest_mut(&mut self) -> &mut Manifest {
+        &mut self.manifest
+    }
+
+    /// Appends one tensor. `data` is its raw little-endian, row-major bytes.
+    pub fn write(
+        &mut self,
+        name: &str,
+        record: TensorRecord,
+        dtype: Dtype,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Result<()> {
+        ensure!(
+            !name.is_empty() && name != "__metadata__",
+            "invalid tensor name {name:?}"
+        );
+        ensure!(
+            self.names.insert(name.to_string()),
+            "tensor {name:?} written twice to {}",
+            self.target.display()
+        );
+        let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let expected = elements
+            .and_then(|n| n.checked_mul(dtype.bitsize()))
+            .map(|bits| bits.div_ceil(8));
+        ensure!(
+            expected == Some(data.len()),
+            "tensor {name:?}: {dtype} {shape:?} needs {expected:?} bytes, got {}",
+            data.len()
+        );
+        if name == "input" {
+            let hash = super::manifest::sha256_hex(data);
+            match &self.manifest.input_sha256 {
+                Some(declared) if *declared != hash => bail!(
+                    "the input tensor written to {} has sha256 {hash}, but the manifest declares {declared}",
+                    self.target.display()
+                ),
+                _ => self.manifest.input_sha256 = Some(hash),
+            }
+        }
+        self.data
+            .write_all(data)
+            .with_context(|| format!("writing tensor {name:?} for {}", self.target.display()))?;
+        let end = self.offset + data.len();
+        self.infos.push((
+            name.to_string(),
+            TensorInfo {
+                dtype,
+                shape: shape.to_vec(),
+                data_offsets: (self.offset, end),
+            },
+        ));
+        self.offset = end;
+        self.manifest.order.push(name.to_string());
+        self.manifest.tensors.insert(name.to_string(), record);
+        Ok(())
+    }
+
+    /// Number of tensors written so far.
+    pub fn len(&self) -> usize {
+        self.infos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    /// Writes header + data to a temporary file and renames it onto the target.
+    pub fn finish(self) -> Result<WrittenDump> {
+        let DumpWriter {
+            target,
+            data,
+            infos,
+            manifest,
+            ..
+        } = self;
+        let tensors = infos.len();
+        let header = header_bytes(&manifest, infos)?;
+        let mut data = data
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("flushing the data of {}", target.display()))?;
+        let dir = parent_dir(&target);
+        let mut builder = tempfile::Builder::new();
+        // A finished dump gets the permissions of any new file (0666 minus the umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let out = builder
+            .prefix(&temp_prefix(&target, "partial"))
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let context = || format!("writing {}", target.display());
+        let mut out_file = out.as_file();
+        out_file
+            .write_all(&(header.len() as u64).to_le_bytes())
+            .with_context(context)?;
+        out_file.write_all(&header).with_context(context)?;
+        let data_file = data.as_file_mut();
+        data_file.seek(SeekFrom::Start(0)).with_context(context)?;
+        // std::io::copy uses copy_file_range on Linux: an in-kernel copy, no user-space buffer.
+        std::io::copy(data_file, &mut out_file).with_context(context)?;
+        out_file.sync_all().with_context(context)?;
+        let bytes = out_file.metadata().with_context(context)?.len();
+        drop(data); // removes the data temp file
+        out.persist(&target)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+        Ok(WrittenDump {
+            path: target,
+            tensors,
+            bytes,
+        })
+    }
+}
+
+/// The safetensors header JSON (padded with spaces to a multiple of 8 bytes, as the format allows),
+/// built through the safetensors crate's own metadata type so stock readers agree with it.
+fn header_bytes(manifest: &Manifest, infos: Vec<(String, TensorInfo)>) -> Result<Vec<u8>> {
+    let manifest_json = serde_json::to_string(manifest).context("serializing the manifest")?;
+    let metadata: HashMap<String, String> = [
+        (MANIFEST_KEY.to_string(), manifest_json),
+        (FORMAT_VERSION_KEY.to_string(), FORMAT_VERSION.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let metadata = Metadata::new(Some(metadata), infos)
+        .map_err(|e| anyhow::anyhow!("inconsistent tensor table: {e}"))?;
+    let mut header = serde_json::to_vec(&metadata).context("serializing the header")?;
+    let padded = header.len().next_multiple_of(8);
+    header.resize(padded, b' ');
+    Ok(header)
+}
+
+fn parent_dir(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_prefix(target: &Path, what: &str) -> String {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dump".into());
+    format!(".{name}.{what}-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::manifest::SourceKind;
+
+    fn record(n: &str) -> TensorRecord {
+        TensorRecord {
+            native: n.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.st");
+        let mut w = DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other))
+            .unwrap();
+        w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8])
+            .unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rejects_duplicates_and_wrong_byte_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.st");
+        let mut w = DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other))
+            .unwrap();
+        w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8])
+            .unwrap();
+        let dup = w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8]);
+        assert!(dup.unwrap_err().to_string().contains("written twice"));
+        let short = w.write("b", record("b"), Dtype::F16, &[3], &[0u8; 4]);
+        assert!(short.unwrap_err().to_string().contains("needs Some(6) bytes, got 4"));
+    }
+
+    #[test]
+    fn header_is_padded_to_eight_bytes() {
+        let m = Manifest::for_this_process(SourceKind::Other);
+        let h = header_bytes(
+            &m,
+            vec![(
+                "t".into(),
+                TensorInfo {
+                    dtype: Dtype::U8,
+                    shape: vec![3],
+                    data_offsets: (0, 3),
+                },
+            )],
+        )
+        .unwrap();
+        assert_eq!(h.len() % 8, 0);
+        assert!(serde_json::from_slice::<serde_json::Value>(&h).is_ok());
+    }
+}

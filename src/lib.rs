@@ -1,0 +1,24 @@
+//! dinodiff: find where numerical parity breaks between implementations of the same network.
+//!
+//! The library holds all logic; `main.rs` only parses the command line and maps errors to exit
+//! codes. Modules, one concern each:
+//! - [`dump`]: the `.st` format (manifest, streaming writer, validating reader);
+//! - [`model`]: DINOv3 variants and the canonical stage vocabulary;
+//! - [`capture`]: capture backends and the shared model input (`prep`);
+//! - [`align`], [`metrics`], [`diff`], [`report`]: the comparison and its renderers;
+//! - [`inspect`], [`synth`]: the other subcommands;
+//! - [`cli`] (argument definitions), [`app`] (dispatch), [`exit`] (exit codes), [`progress`].
+
+pub mod align;
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod diff;
+pub mod dump;
+pub mod exit;
+pub mod inspect;
+pub mod metrics;
+pub mod model;
+pub mod progress;
+pub mod report;
+pub mod synth;

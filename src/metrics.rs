@@ -1,0 +1,552 @@
+//! Pure functions on tensor bytes: difference metrics between two tensors and summary statistics
+//! of one.
+//!
+//! Contracts (the definitions `docs/alignment.md` documents):
+//! - every element is decoded to `f64` and every sum accumulates in `f64`; results do not depend
+//!   on the thread count (partial results are combined in a fixed order);
+//! - NaN and ±Inf are counted per side and never enter a maximum or a sum. A position where the
+//!   two sides are not the same non-finite value (NaN vs a number, +Inf vs -Inf, Inf vs a number)
+//!   is a *non-finite mismatch*: it makes the pair fail whatever the tolerance. NaN vs NaN and
+//!   Inf vs the same Inf are equal;
+//! - `max_abs` is over positions where both sides are finite, with its flat index and both values;
+//!   `mean_abs`, `rms` likewise; the relative error at a position is `|a-b| / max(|a|, |b|)` (0 when
+//!   both are 0, computed in f32 precision); `cosine` is `a·b / (|a| |b|)` over finite positions
+//!   (1 when both are all zeros, 0 when exactly one is);
+//! - a position is *over tolerance* when `|a-b| > atol + rtol * max(|a|, |b|)`;
+//! - integer and bool tensors are compared exactly: any differing element fails, whatever the
+//!   tolerance; opaque dtypes (FP8, complex, ...) are compared byte for byte.
+
+use crate::dump::element::{ElementKind, decode_into, element_size};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use serde::Serialize;
+
+/// Elements per work item: big enough to amortize scheduling, small enough to stay in L1/L2.
+const CHUNK: usize = 16 * 1024;
+const LANES: usize = 4;
+
+/// A tensor's bytes with their dtype.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub dtype: Dtype,
+    pub data: &'a [u8],
+}
+
+impl View<'_> {
+    pub fn elements(&self) -> usize {
+        if ElementKind::decodable(self.dtype) {
+            self.data.len() / element_size(self.dtype)
+        } else {
+            self.data.len()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+/// Differences between two tensors of the same element count.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub elements: usize,
+    /// Max |a-b| over positions where both are finite (0 if there is none).
+    pub max_abs: f64,
+    /// Flat index of `max_abs` (first occurrence), with the two values there.
+    pub argmax: Option<usize>,
+    pub a_at_max: Option<f64>,
+    pub b_at_max: Option<f64>,
+    pub mean_abs: f64,
+    pub rms: f64,
+    pub max_rel: f64,
+    /// None when no position is finite on both sides.
+    pub cosine: Option<f64>,
+    pub nan_a: u64,
+    pub nan_b: u64,
+    pub inf_a: u64,
+    pub inf_b: u64,
+    pub nonfinite_mismatches: u64,
+    /// Positions over tolerance (for integers/bools/opaque: positions that differ).
+    pub over_tolerance: u64,
+    /// True when the comparison was exact (integer, bool or opaque dtypes).
+    pub exact: bool,
+}
+
+impl Comparison {
+    /// Whether this pair fails the tolerance (or differs at all, for exact kinds).
+    pub fn fails(&self) -> bool {
+        self.over_tolerance > 0 || self.nonfinite_mismatches > 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Partial {
+    max_abs: f64,
+    /// chunk index of max_abs
+    max_chunk: usize,
+    sum_abs: f64,
+    sum_sq: f64,
+    dot: f64,
+    norm_a: f64,
+    norm_b: f64,
+    max_rel: f32,
+    finite_pairs: u64,
+    nan_a: u64,
+    nan_b: u64,
+    inf_a: u64,
+    inf_b: u64,
+    mismatches: u64,
+    over: u64,
+}
+
+impl Partial {
+    fn merge(mut self, o: &Partial) -> Partial {
+        if o.max_abs > self.max_abs {
+            self.max_abs = o.max_abs;
+            self.max_chunk = o.max_chunk;
+        }
+        self.sum_abs += o.sum_abs;
+        self.sum_sq += o.sum_sq;
+        self.dot += o.dot;
+        self.norm_a += o.norm_a;
+        self.norm_b += o.norm_b;
+        self.max_rel = self.max_rel.max(o.max_rel);
+        self.finite_pairs += o.finite_pairs;
+        self.nan_a += o.nan_a;
+        self.nan_b += o.nan_b;
+        self.inf_a += o.inf_a;
+        self.inf_b += o.inf_b;
+        self.mismatches += o.mismatches;
+        self.over += o.over;
+        self
+    }
+}
+
+/// The float kernel over one decoded chunk; written lane-wise, branch-free, so it vectorizes.
+fn float_chunk(a: &[f64], b: &[f64], tol: Tolerance, chunk_index: usize) -> Partial {
+    let mut max = [0f64; LANES];
+    let mut sum_abs = [0f64; LANES];
+    let mut sum_sq = [0f64; LANES];
+    let mut dot = [0f64; LANES];
+    let mut na = [0f64; LANES];
+    let mut nb = [0f64; LANES];
+    let mut max_rel = [0f32; LANES];
+    let mut counts = [[0u64; LANES]; 7]; // finite, nan_a, nan_b, inf_a, inf_b, mismatch, over
+    let mut step = |x: f64, y: f64, l: usize| {
+        let both = x.is_finite() & y.is_finite();
+        let xs = if both { x } else { 0.0 };
+        let ys = if both { y } else { 0.0 };
+        let d = (xs - ys).abs();
+        let scale = xs.abs().max(ys.abs());
+        let rel = if scale > 0.0 {
+            d as f32 / scale as f32
+        } else {
+            0.0
+        };
+        if d > max[l] {
+            max[l] = d;
+        }
+        if rel > max_rel[l] {
+            max_rel[l] = rel;
+        }
+        sum_abs[l] += d;
+        sum_sq[l] += d * d;
+        dot[l] += xs * ys;
+        na[l] += xs * xs;
+        nb[l] += ys * ys;
+        let same_nonfinite = (x == y) | (x.is_nan() & y.is_nan());
+        counts[0][l] += u64::from(both);
+        counts[1][l] += u64::from(x.is_nan());
+        counts[2][l] += u64::from(y.is_nan());
+        counts[3][l] += u64::from(x.is_infinite());
+        counts[4][l] += u64::from(y.is_infinite());
+        counts[5][l] += u64::from(!both & !same_nonfinite);
+        counts[6][l] += u64::from(d > tol.atol + tol.rtol * scale);
+    };
+    let mut ai = a.chunks_exact(LANES);
+    let mut bi = b.chunks_exact(LANES);
+    for (ca, cb) in (&mut ai).zip(&mut bi) {
+        for l in 0..LANES {
+            step(ca[l], cb[l], l);
+        }
+    }
+    for (&x, &y) in ai.remainder().iter().zip(bi.remainder()) {
+        step(x, y, 0);
+    }
+    let total = |v: &[u64; LANES]| v.iter().sum::<u64>();
+    Partial {
+        max_abs: max.iter().copied().fold(0.0, f64::max),
+        max_chunk: chunk_index,
+        sum_abs: sum_abs.iter().sum(),
+        sum_sq: sum_sq.iter().sum(),
+        dot: dot.iter().sum(),
+        norm_a: na.iter().sum(),
+        norm_b: nb.iter().sum(),
+        max_rel: max_rel.iter().copied().fold(0.0, f32::max),
+        finite_pairs: total(&counts[0]),
+        nan_a: total(&counts[1]),
+        nan_b: total(&counts[2]),
+        inf_a: total(&counts[3]),
+        inf_b: total(&counts[4]),
+        mismatches: total(&counts[5]),
+        over: total(&counts[6]),
+    }
+}
+
+/// Compares two tensors element by element. Both must hold the same number of elements
+/// (alignment checks shapes before calling); dtypes may differ between floats (an f16 port
+/// against an f32 reference), in which case the comparison is by value.
+pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
+    let n = a.elements();
+    assert_eq!(n, b.elements(), "compare: element counts differ");
+    let exact = ElementKind::of(a.dtype) != ElementKind::Float
+        || ElementKind::of(b.dtype) != ElementKind::Float;
+    if !ElementKind::decodable(a.dtype) || !ElementKind::decodable(b.dtype) {
+        return compare_bytes(a, b);
+    }
+    let (sa, sb) = (element_size(a.dtype), element_size(b.dtype));
+    let chunks = n.div_ceil(CHUNK);
+    let run_chunk = |c: usize, tol: Tolerance| {
+        let lo = c * CHUNK;
+        let len = CHUNK.min(n - lo);
+        let mut xa = [0f64; CHUNK];
+        let mut xb = [0f64; CHUNK];
+        decode_into(a.dtype, &a.data[lo * sa..], &mut xa[..len]);
+        decode_into(b.dtype, &b.data[lo * sb..], &mut xb[..len]);
+        (float_chunk(&xa[..len], &xb[..len], tol, c), xa, xb, len)
+    };
+    // Exact kinds fail on any difference: tolerance zero.
+    let tol = if exact {
+        Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+        }
+    } else {
+        tol
+    };
+    let partials: Vec<Partial> = (0..chunks)
+        .into_par_iter()
+        .map(|c| run_chunk(c, tol).0)
+        .collect();
+    let total = partials
+        .iter()
+        .fold(Partial::default(), |acc, p| acc.merge(p));
+    // Locate the maximum inside the chunk that holds it (one more decode of one chunk).
+    let (argmax, a_at, b_at) = if total.finite_pairs == 0 {
+        (None, None, None)
+    } else {
+        let (_, xa, xb, len) = run_chunk(total.max_chunk, tol);
+        let pos = (0..len)
+            .find(|&i| {
+                xa[i].is_finite() && xb[i].is_finite() && (xa[i] - xb[i]).abs() == total.max_abs
+            })
+            .expect("the chunk holding the maximum contains it");
+        (
+            Some(total.max_chunk * CHUNK + pos),
+            Some(xa[pos]),
+            Some(xb[pos]),
+        )
+    };
+    let finite = total.finite_pairs as f64;
+    let cosine = (total.finite_pairs > 0).then(|| {
+        let denom = (total.norm_a * total.norm_b).sqrt();
+        if denom > 0.0 {
+            total.dot / denom
+        } else if total.norm_a == 0.0 && total.norm_b == 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    Comparison {
+        elements: n,
+        max_abs: total.max_abs,
+        argmax,
+        a_at_max: a_at,
+        b_at_max: b_at,
+        mean_abs: if finite > 0.0 { total.sum_abs / finite } else { 0.0 },
+        rms: if finite > 0.0 {
+            (total.sum_sq / finite).sqrt()
+        } else {
+            0.0
+        },
+        max_rel: f64::from(total.max_rel),
+        cosine,
+        nan_a: total.nan_a,
+        nan_b: total.nan_b,
+        inf_a: total.inf_a,
+        inf_b: total.inf_b,
+        nonfinite_mismatches: total.mismatches,
+        over_tolerance: total.over,
+        exact,
+    }
+}
+
+fn compare_bytes(a: View<'_>, b: View<'_>) -> Comparison {
+    let differing = a
+        .data
+        .par_chunks(CHUNK)
+        .zip(b.data.par_chunks(CHUNK))
+        .map(|(x, y)| x.iter().zip(y).filter(|(p, q)| p != q).count() as u64)
+        .sum();
+    let first = a.data.iter().zip(b.data).position(|(p, q)| p != q);
+    Comparison {
+        elements: a.data.len(),
+        max_abs: if differing > 0 { f64::NAN } else { 0.0 },
+        argmax: first,
+        a_at_max: first.map(|i| f64::from(a.data[i])),
+        b_at_max: first.map(|i| f64::from(b.data[i])),
+        mean_abs: 0.0,
+        rms: 0.0,
+        max_rel: 0.0,
+        cosine: None,
+        nan_a: 0,
+        nan_b: 0,
+        inf_a: 0,
+        inf_b: 0,
+        nonfinite_mismatches: 0,
+        over_tolerance: differing,
+        exact: true,
+    }
+}
+
+/// Summary statistics of one tensor: min, max, mean, std over finite elements; NaN/Inf counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub elements: usize,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    /// Population standard deviation (ddof = 0).
+    pub std: Option<f64>,
+    pub nan: u64,
+    pub inf: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    nan: u64,
+    inf: u64,
+}
+
+impl Moments {
+    const EMPTY: Moments = Moments {
+        n: 0.0,
+        mean: 0.0,
+        m2: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        nan: 0,
+        inf: 0,
+    };
+
+    /// Chan et al.'s parallel combination of (count, mean, M2).
+    fn merge(self, o: Moments) -> Moments {
+        if o.n == 0.0 {
+            return Moments {
+                nan: self.nan + o.nan,
+                inf: self.inf + o.inf,
+                ..self
+            };
+        }
+        if self.n == 0.0 {
+            return Moments {
+                nan: self.nan + o.nan,
+                inf: self.inf + o.inf,
+                ..o
+            };
+        }
+        let n = self.n + o.n;
+        let delta = o.mean - self.mean;
+        Moments {
+            n,
+            mean: self.mean + delta * o.n / n,
+            m2: self.m2 + o.m2 + delta * delta * self.n * o.n / n,
+            min: self.min.min(o.min),
+            max: self.max.max(o.max),
+            nan: self.nan + o.nan,
+            inf: self.inf + o.inf,
+        }
+    }
+}
+
+pub fn stats(v: View<'_>) -> Stats {
+    if !ElementKind::decodable(v.dtype) {
+        return Stats {
+            elements: v.elements(),
+            min: None,
+            max: None,
+            mean: None,
+            std: None,
+            nan: 0,
+            inf: 0,
+        };
+    }
+    let n = v.elements();
+    let size = element_size(v.dtype);
+    let parts: Vec<Moments> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let lo = c * CHUNK;
+            let len = CHUNK.min(n - lo);
+            let mut x = [0f64; CHUNK];
+            decode_into(v.dtype, &v.data[lo * size..], &mut x[..len]);
+            let x = &x[..len];
+            let mut m = Moments::EMPTY;
+            let mut sum = 0.0;
+            for &e in x {
+                if e.is_finite() {
+                    m.n += 1.0;
+                    sum += e;
+                    m.min = m.min.min(e);
+                    m.max = m.max.max(e);
+                } else if e.is_nan() {
+                    m.nan += 1;
+                } else {
+                    m.inf += 1;
+                }
+            }
+            if m.n > 0.0 {
+                m.mean = sum / m.n;
+                m.m2 = x
+                    .iter()
+                    .filter(|e| e.is_finite())
+                    .map(|e| (e - m.mean) * (e - m.mean))
+                    .sum();
+            }
+            m
+        })
+        .collect();
+    let m = parts.into_iter().fold(Moments::EMPTY, Moments::merge);
+    let some = m.n > 0.0;
+    Stats {
+        elements: n,
+        min: some.then_some(m.min),
+        max: some.then_some(m.max),
+        mean: some.then_some(m.mean),
+        std: some.then(|| (m.m2 / m.n).sqrt()),
+        nan: m.nan,
+        inf: m.inf,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    const TOL: Tolerance = Tolerance {
+        atol: 1e-3,
+        rtol: 0.0,
+    };
+
+    #[test]
+    fn identical_tensors_are_zero_and_cosine_one() {
+        let a = f32s(&[1.0, -2.0, 3.0]);
+        let c = compare(
+            View {
+                dtype: Dtype::F32,
+                data: &a,
+            },
+            View {
+                dtype: Dtype::F32,
+                data: &a,
+            },
+            TOL,
+        );
+        assert_eq!(c.max_abs, 0.0);
+        assert_eq!(c.cosine, Some(1.0));
+        assert!(!c.fails());
+    }
+
+    #[test]
+    fn nan_on_one_side_is_a_mismatch_not_a_nan_maximum() {
+        let a = f32s(&[1.0, f32::NAN, f32::INFINITY, f32::NAN]);
+        let b = f32s(&[1.5, 2.0, f32::INFINITY, f32::NAN]);
+        let c = compare(
+            View {
+                dtype: Dtype::F32,
+                data: &a,
+            },
+            View {
+                dtype: Dtype::F32,
+                data: &b,
+            },
+            TOL,
+        );
+        assert_eq!(c.max_abs, 0.5);
+        assert_eq!(c.argmax, Some(0));
+        assert_eq!(c.nan_a, 2);
+        assert_eq!(c.nan_b, 1);
+        assert_eq!(c.inf_a, 1);
+        assert_eq!(c.nonfinite_mismatches, 1);
+        assert!(c.fails());
+    }
+
+    #[test]
+    fn integers_compare_exactly_whatever_the_tolerance() {
+        let a: Vec<u8> = [1i64, 2, 3].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [1i64, 2, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let loose = Tolerance {
+            atol: 10.0,
+            rtol: 1.0,
+        };
+        let c = compare(
+            View {
+                dtype: Dtype::I64,
+                data: &a,
+            },
+            View {
+                dtype: Dtype::I64,
+                data: &b,
+            },
+            loose,
+        );
+        assert!(c.exact && c.fails());
+        assert_eq!(c.over_tolerance, 1);
+        assert_eq!(c.argmax, Some(2));
+    }
+
+    #[test]
+    fn argmax_found_across_chunks() {
+        let n = CHUNK * 3 + 17;
+        let a = vec![0f32; n];
+        let mut b = vec![0f32; n];
+        b[CHUNK * 2 + 5] = -7.0;
+        let (a, b) = (f32s(&a), f32s(&b));
+        let c = compare(
+            View {
+                dtype: Dtype::F32,
+                data: &a,
+            },
+            View {
+                dtype: Dtype::F32,
+                data: &b,
+            },
+            TOL,
+        );
+        assert_eq!(c.argmax, Some(CHUNK * 2 + 5));
+        assert_eq!(c.b_at_max, Some(-7.0));
+        assert_eq!(c.cosine, Some(0.0));
+    }
+
+    #[test]
+    fn stats_skip_nonfinite() {
+        let a = f32s(&[1.0, 3.0, f32::NAN, f32::NEG_INFINITY]);
+        let s = stats(View {
+            dtype: Dtype::F32,
+            data: &a,
+        });
+        assert_eq!((s.min, s.max, s.mean, s.std), (Some(1.0), Some(3.0), Some(2.0), Some(1.0)));
+        assert_eq!((s.nan, s.inf), (1, 1));
+    }
+}

@@ -1,0 +1,102 @@
+//! `dinodiff synth`: synthetic dumps shaped like a DINOv3 capture — every canonical stage of a
+//! hub variant, with its real shape — for demos, tests and benchmarks of `diff`.
+//!
+//! Contract: the values are deterministic functions of (seed, stage, element): uniform in
+//! [-1, 1). `--noise E` adds a second deterministic uniform field of amplitude E (seeded by
+//! `--noise-seed`) to every stage but `input`, so the input hash of a pair stays equal.
+//! `--drift STAGE=A` adds, from STAGE on in execution order, a field of amplitude A growing by
+//! 5% per stage: a controlled place where parity breaks. Nothing here pretends to be a model.
+
+use crate::dump::{DumpWriter, Manifest, SourceKind, TensorRecord, WrittenDump};
+use crate::model::{Variant, stages};
+use anyhow::{Result, bail};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use serde_json::json;
+use std::path::Path;
+
+const CHUNK: usize = 64 * 1024;
+
+pub struct SynthOptions {
+    pub variant: Variant,
+    pub image_size: usize,
+    pub seed: u64,
+    pub noise: f32,
+    pub noise_seed: u64,
+    pub drift: Option<(String, f32)>,
+}
+
+fn field(seed: u64, stage: usize, n: usize, amplitude: f32, out: &mut [f32]) {
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((stage as u64) << 32) ^ (c as u64) << 8);
+        for v in chunk.iter_mut() {
+            *v += amplitude * rng.random_range(-1.0f32..1.0);
+        }
+    });
+    debug_assert_eq!(out.len(), n);
+}
+
+pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
+    let v = &opts.variant;
+    let names = stages::all_names(v.depth);
+    let drift_from = match &opts.drift {
+        Some((stage, _)) => match names.iter().position(|n| n == stage) {
+            Some(i) => Some(i),
+            None => bail!(
+                "--drift names {stage:?}, which is not a stage of {} (depth {}); see docs/stages.md",
+                v.name,
+                v.depth
+            ),
+        },
+        None => None,
+    };
+    let mut manifest = Manifest::for_this_process(SourceKind::Other);
+    manifest.variant = Some(v.name.to_string());
+    manifest.dtype = Some("f32".into());
+    manifest.extra.insert(
+        "synthetic".into(),
+        json!({
+            "seed": opts.seed,
+            "noise": opts.noise,
+            "noise_seed": opts.noise_seed,
+            "drift": opts.drift.as_ref().map(|(s, a)| json!({"stage": s, "amplitude": a})),
+            "image_size": opts.image_size,
+        }),
+    );
+    let mut w = DumpWriter::create(out, manifest)?;
+    let mut buf: Vec<f32> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let stage = stages::Stage::parse(name).expect("canonical");
+        let shape = v.stage_shape(stage.column(), opts.image_size);
+        let n: usize = shape.iter().product();
+        buf.clear();
+        buf.resize(n, 0.0);
+        field(opts.seed, i, n, 1.0, &mut buf);
+        if name != "input" && opts.noise > 0.0 {
+            field(opts.noise_seed ^ 0x9e37_79b9, i, n, opts.noise, &mut buf);
+        }
+        if let (Some(from), Some((_, amp))) = (drift_from, &opts.drift)
+            && i >= from
+        {
+            let grown = amp * 1.05f32.powi((i - from) as i32);
+            field(opts.noise_seed ^ 0x7f4a_7c15, i, n, grown, &mut buf);
+        }
+        bytes.clear();
+        bytes.extend(buf.iter().flat_map(|x| x.to_le_bytes()));
+        w.write(
+            name,
+            TensorRecord {
+                native: name.clone(),
+                stage: Some(name.clone()),
+                ..Default::default()
+            },
+            Dtype::F32,
+            &shape,
+            &bytes,
+        )?;
+    }
+    w.finish()
+}
