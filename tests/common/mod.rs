@@ -1,0 +1,71 @@
+//! Shared helpers for the integration tests: tiny dumps built through the library's writer.
+#![allow(dead_code)]
+
+use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
+use dinodiff::model::stages;
+use safetensors::Dtype;
+use std::path::Path;
+
+pub fn dinodiff() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("dinodiff").unwrap()
+}
+
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A canonical two-block dump with tiny shapes. Values: `base(stage_index, element)`; `edit` may
+/// change any tensor before it is written (name, values, shape).
+pub fn canonical_dump(
+    path: &Path,
+    source: SourceKind,
+    mut edit: impl FnMut(&str, &mut Vec<f32>, &mut Vec<usize>),
+) {
+    let mut manifest = Manifest::for_this_process(source);
+    manifest.variant = Some("tiny".into());
+    let mut w = DumpWriter::create(path, manifest).unwrap();
+    for (i, name) in stages::all_names(2).iter().enumerate() {
+        let mut shape = match name.as_str() {
+            "input" => vec![1, 3, 4, 4],
+            "cls" | "pooled" => vec![1, 4],
+            _ => vec![1, 3, 4],
+        };
+        let n: usize = shape.iter().product();
+        let mut values: Vec<f32> = (0..n)
+            .map(|e| ((i * 7 + e * 3) % 11) as f32 * 0.125 - 0.5)
+            .collect();
+        edit(name, &mut values, &mut shape);
+        w.write(
+            name,
+            TensorRecord {
+                native: format!("native/{name}"),
+                stage: Some(name.clone()),
+                ..Default::default()
+            },
+            Dtype::F32,
+            &shape,
+            &f32_bytes(&values),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A dump of arbitrary named f32 tensors, in the given order.
+pub fn plain_dump(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let mut w = DumpWriter::create(path, Manifest::for_this_process(SourceKind::Other)).unwrap();
+    for (name, shape, values) in tensors {
+        w.write(
+            name,
+            TensorRecord {
+                native: name.to_string(),
+                ..Default::default()
+            },
+            Dtype::F32,
+            shape,
+            &f32_bytes(values),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
