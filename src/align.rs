@@ -108,7 +108,10 @@ impl NameMap {
 pub enum ShapeRelation {
     Equal,
     /// Equal after dropping `dropped` leading singleton dims from side `side`.
-    BatchReconciled { side: Side, dropped: usize },
+    BatchReconciled {
+        side: Side,
+        dropped: usize,
+    },
     Mismatch,
 }
 
@@ -293,7 +296,10 @@ mod tests {
     #[test]
     fn map_file_errors_name_the_problem() {
         let e = NameMap::parse("[[rewrite]]\npattern = '('\nreplace = ''\n").unwrap_err();
-        assert!(format!("{e:#}").contains("rewrite #1: invalid regex"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("rewrite #1: invalid regex"),
+            "{e:#}"
+        );
         let e = NameMap::parse("[pairz]\n").unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `pairz`"), "{e:#}");
     }

@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             };
             ensure!(
-                args.image_size > 0 && args.image_size % 16 == 0,
+                args.image_size > 0 && args.image_size.is_multiple_of(16),
                 "--image-size {} is not a positive multiple of 16",
                 args.image_size
             );

@@ -255,7 +255,12 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         .collect();
     let first_over = pairs.iter().position(|p| p.fails);
     let by_max = |i: &usize, j: &usize| {
-        let m = |k: usize| pairs[k].metrics.as_ref().map_or(f64::INFINITY, |m| m.max_abs);
+        let m = |k: usize| {
+            pairs[k]
+                .metrics
+                .as_ref()
+                .map_or(f64::INFINITY, |m| m.max_abs)
+        };
         m(*i).total_cmp(&m(*j)).then(j.cmp(i))
     };
     let failing: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].fails).collect();

@@ -72,9 +72,18 @@ pub fn render_json(i: &Inspection) -> String {
 pub fn render_table(i: &Inspection) -> String {
     let mut out = String::new();
     let m = &i.manifest;
-    let _ = writeln!(out, "{} ({} bytes, {} tensors)", i.path, i.file_size, i.tensors.len());
+    let _ = writeln!(
+        out,
+        "{} ({} bytes, {} tensors)",
+        i.path,
+        i.file_size,
+        i.tensors.len()
+    );
     if !i.has_manifest {
-        let _ = writeln!(out, "no dinodiff manifest: a plain safetensors file (order = data order)");
+        let _ = writeln!(
+            out,
+            "no dinodiff manifest: a plain safetensors file (order = data order)"
+        );
     } else {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
         let _ = writeln!(
@@ -101,7 +110,11 @@ pub fn render_table(i: &Inspection) -> String {
             opt(&m.dtype)
         );
         if !m.frameworks.is_empty() {
-            let fw: Vec<String> = m.frameworks.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let fw: Vec<String> = m
+                .frameworks
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             let _ = writeln!(out, "frameworks: {}", fw.join(", "));
         }
         let _ = writeln!(out, "input sha256: {}", opt(&m.input_sha256));
@@ -119,7 +132,11 @@ pub fn render_table(i: &Inspection) -> String {
         Cell::new(x.map_or_else(|| "-".into(), |v| sci(v, 3))).set_alignment(CellAlignment::Right)
     };
     for (k, s) in i.tensors.iter().enumerate() {
-        let native = if s.native == s.name { "" } else { s.native.as_str() };
+        let native = if s.native == s.name {
+            ""
+        } else {
+            s.native.as_str()
+        };
         t.add_row(vec![
             Cell::new(k),
             Cell::new(&s.name),

@@ -230,7 +230,7 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
         .into_par_iter()
         .map(|c| run_chunk(c, tol).0)
         .collect();
-    let total = partials
+    let mut total = partials
         .iter()
         .fold(Partial::default(), |acc, p| acc.merge(p));
     // Locate the maximum inside the chunk that holds it (one more decode of one chunk).
@@ -249,6 +249,20 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
             Some(xb[pos]),
         )
     };
+    // Integers of one dtype are exact on their raw values: f64 cannot tell 2^62 from 2^62 + 1.
+    let (mut argmax, mut a_at, mut b_at) = (argmax, a_at, b_at);
+    if exact && a.dtype == b.dtype {
+        let (differing, first) = raw_element_differences(a, b);
+        total.over = differing;
+        if total.max_abs == 0.0 && differing > 0 {
+            let mut x = [0f64; 1];
+            let mut y = [0f64; 1];
+            let i = first.expect("a difference exists");
+            decode_into(a.dtype, &a.data[i * sa..], &mut x);
+            decode_into(b.dtype, &b.data[i * sb..], &mut y);
+            (argmax, a_at, b_at) = (Some(i), Some(x[0]), Some(y[0]));
+        }
+    }
     let finite = total.finite_pairs as f64;
     let cosine = (total.finite_pairs > 0).then(|| {
         let denom = (total.norm_a * total.norm_b).sqrt();
@@ -266,7 +280,11 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
         argmax,
         a_at_max: a_at,
         b_at_max: b_at,
-        mean_abs: if finite > 0.0 { total.sum_abs / finite } else { 0.0 },
+        mean_abs: if finite > 0.0 {
+            total.sum_abs / finite
+        } else {
+            0.0
+        },
         rms: if finite > 0.0 {
             (total.sum_sq / finite).sqrt()
         } else {
@@ -282,6 +300,31 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
         over_tolerance: total.over,
         exact,
     }
+}
+
+/// Elements whose raw bytes differ (same dtype on both sides), and the first of them.
+fn raw_element_differences(a: View<'_>, b: View<'_>) -> (u64, Option<usize>) {
+    let size = element_size(a.dtype).max(1);
+    let per_chunk = CHUNK * size;
+    let counts: Vec<(u64, Option<usize>)> = a
+        .data
+        .par_chunks(per_chunk)
+        .zip(b.data.par_chunks(per_chunk))
+        .enumerate()
+        .map(|(c, (x, y))| {
+            let mut n = 0;
+            let mut first = None;
+            for (i, (p, q)) in x.chunks_exact(size).zip(y.chunks_exact(size)).enumerate() {
+                if p != q {
+                    n += 1;
+                    first.get_or_insert(c * CHUNK + i);
+                }
+            }
+            (n, first)
+        })
+        .collect();
+    let total = counts.iter().map(|c| c.0).sum();
+    (total, counts.iter().find_map(|c| c.1))
 }
 
 fn compare_bytes(a: View<'_>, b: View<'_>) -> Comparison {
@@ -546,7 +589,10 @@ mod tests {
             dtype: Dtype::F32,
             data: &a,
         });
-        assert_eq!((s.min, s.max, s.mean, s.std), (Some(1.0), Some(3.0), Some(2.0), Some(1.0)));
+        assert_eq!(
+            (s.min, s.max, s.mean, s.std),
+            (Some(1.0), Some(3.0), Some(2.0), Some(1.0))
+        );
         assert_eq!((s.nan, s.inf), (1, 1));
     }
 }

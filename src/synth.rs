@@ -29,12 +29,15 @@ pub struct SynthOptions {
 }
 
 fn field(seed: u64, stage: usize, n: usize, amplitude: f32, out: &mut [f32]) {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((stage as u64) << 32) ^ (c as u64) << 8);
-        for v in chunk.iter_mut() {
-            *v += amplitude * rng.random_range(-1.0f32..1.0);
-        }
-    });
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ ((stage as u64) << 32) ^ (c as u64) << 8);
+            for v in chunk.iter_mut() {
+                *v += amplitude * rng.random_range(-1.0f32..1.0);
+            }
+        });
     debug_assert_eq!(out.len(), n);
 }
 

@@ -34,7 +34,8 @@ impl Pair {
 
     fn diff(&self) -> assert_cmd::Command {
         let mut c = dinodiff();
-        c.current_dir(self.dir.path()).args(["diff", "a.st", "b.st"]);
+        c.current_dir(self.dir.path())
+            .args(["diff", "a.st", "b.st"]);
         c
     }
 }
@@ -83,7 +84,10 @@ fn drift_json_snapshot() {
         json[side]["created"] = "[created]".into();
     }
     assert_eq!(json["schema"], "dinodiff.diff/1");
-    assert_eq!(json["pairs"][json["first_over"].as_u64().unwrap() as usize]["name"], "blocks.1.ls2");
+    assert_eq!(
+        json["pairs"][json["first_over"].as_u64().unwrap() as usize]["name"],
+        "blocks.1.ls2"
+    );
     insta::assert_snapshot!("drift_json", serde_json::to_string_pretty(&json).unwrap());
 }
 
@@ -136,7 +140,14 @@ fn different_inputs_are_refused_unless_allowed() {
     );
     let out = dinodiff()
         .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--allow-input-mismatch", "--format", "json"])
+        .args([
+            "diff",
+            "a.st",
+            "b.st",
+            "--allow-input-mismatch",
+            "--format",
+            "json",
+        ])
         .assert()
         .code(1);
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
@@ -149,11 +160,15 @@ fn different_inputs_are_refused_unless_allowed() {
 fn missing_batch_dim_is_reconciled_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     canonical_dump(&dir.path().join("a.st"), SourceKind::Meta, |_, _, _| {});
-    canonical_dump(&dir.path().join("b.st"), SourceKind::Eqx, |name, _, shape| {
-        if name.starts_with("blocks.") {
-            shape.remove(0);
-        }
-    });
+    canonical_dump(
+        &dir.path().join("b.st"),
+        SourceKind::Eqx,
+        |name, _, shape| {
+            if name.starts_with("blocks.") {
+                shape.remove(0);
+            }
+        },
+    );
     let out = dinodiff()
         .current_dir(dir.path())
         .args(["diff", "a.st", "b.st", "--format", "json"])
@@ -177,11 +192,15 @@ fn missing_batch_dim_is_reconciled_and_reported() {
 fn shape_mismatch_fails_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     canonical_dump(&dir.path().join("a.st"), SourceKind::Meta, |_, _, _| {});
-    canonical_dump(&dir.path().join("b.st"), SourceKind::Eqx, |name, _, shape| {
-        if name == "blocks.0.attn" {
-            *shape = vec![1, 4, 3];
-        }
-    });
+    canonical_dump(
+        &dir.path().join("b.st"),
+        SourceKind::Eqx,
+        |name, _, shape| {
+            if name == "blocks.0.attn" {
+                *shape = vec![1, 4, 3];
+            }
+        },
+    );
     let out = dinodiff()
         .current_dir(dir.path())
         .args(["diff", "a.st", "b.st", "--color", "never"])
@@ -271,7 +290,9 @@ fn map_file_pairs_and_rewrites_names() {
     .unwrap();
     let out = dinodiff()
         .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--map", "map.toml", "--format", "json"])
+        .args([
+            "diff", "a.st", "b.st", "--map", "map.toml", "--format", "json",
+        ])
         .assert()
         .code(0);
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
@@ -290,7 +311,11 @@ fn map_file_pairs_and_rewrites_names() {
     assert_eq!(
         pairs,
         vec![
-            ("blocks.0.norm1".into(), "layer_0/ln_1".into(), "map_rewrite".into()),
+            (
+                "blocks.0.norm1".into(),
+                "layer_0/ln_1".into(),
+                "map_rewrite".into()
+            ),
             ("head".into(), "classifier".into(), "map_pair".into()),
         ]
     );
@@ -302,7 +327,10 @@ fn map_file_pairs_and_rewrites_names() {
         .code(0);
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(json["pairs"], serde_json::json!([]));
-    assert_eq!(json["unmatched"]["a"], serde_json::json!(["blocks.0.norm1", "head"]));
+    assert_eq!(
+        json["unmatched"]["a"],
+        serde_json::json!(["blocks.0.norm1", "head"])
+    );
 }
 
 #[test]

@@ -31,9 +31,14 @@ fn inspect_table_snapshot() {
     let stable: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with("created:") && !l.starts_with("command:"))
-        .map(|l| match l.strip_prefix("x.st (").and_then(|r| r.split_once(" bytes, ")) {
-            Some((_, rest)) => format!("x.st ([size] bytes, {rest}"),
-            None => l.to_string(),
+        .map(|l| {
+            match l
+                .strip_prefix("x.st (")
+                .and_then(|r| r.split_once(" bytes, "))
+            {
+                Some((_, rest)) => format!("x.st ([size] bytes, {rest}"),
+                None => l.to_string(),
+            }
         })
         .collect();
     insta::assert_snapshot!("inspect_table", stable.join("\n"));
@@ -63,7 +68,11 @@ fn inspect_json_lists_tensors_in_execution_order_with_native_names() {
 
 fn write_png(path: &std::path::Path, w: u32, h: u32) {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8])
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ])
     });
     img.save(path).unwrap();
 }
@@ -87,7 +96,10 @@ fn prep_writes_the_input_tensor_with_its_provenance() {
         let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
         assert_eq!(json["manifest"]["source"], "input");
         assert_eq!(json["manifest"]["input"]["transform"], transform);
-        assert_eq!(json["manifest"]["input"]["image_size"], serde_json::json!([300, 200]));
+        assert_eq!(
+            json["manifest"]["input"]["image_size"],
+            serde_json::json!([300, 200])
+        );
         assert_eq!(
             json["tensors"][0]["shape"],
             serde_json::json!([1, 3, size, size])
@@ -132,9 +144,6 @@ fn prep_errors_exit_2() {
 
 #[test]
 fn capture_meta_without_the_torch_feature_says_how_to_get_it() {
-    if cfg!(feature = "torch") {
-        return;
-    }
     dinodiff()
         .args(["capture", "meta", "--weights", "w.pth", "--input", "in.st", "-o", "m.st"])
         .assert()
@@ -149,13 +158,34 @@ fn synth_pairs_share_the_input_and_drift_where_told() {
     let dir = tempfile::tempdir().unwrap();
     dinodiff()
         .current_dir(dir.path())
-        .args(["synth", "--variant", "vits16", "--image-size", "64", "-o", "a.st"])
+        .args([
+            "synth",
+            "--variant",
+            "vits16",
+            "--image-size",
+            "64",
+            "-o",
+            "a.st",
+        ])
         .assert()
         .code(0);
     dinodiff()
         .current_dir(dir.path())
-        .args(["synth", "--variant", "dinov3_vits16_pretrain_lvd1689m", "--image-size", "64"])
-        .args(["--noise", "1e-7", "--drift", "blocks.3.mlp=1e-2", "-o", "b.st"])
+        .args([
+            "synth",
+            "--variant",
+            "dinov3_vits16_pretrain_lvd1689m",
+            "--image-size",
+            "64",
+        ])
+        .args([
+            "--noise",
+            "1e-7",
+            "--drift",
+            "blocks.3.mlp=1e-2",
+            "-o",
+            "b.st",
+        ])
         .assert()
         .code(0);
     let out = dinodiff()
@@ -165,7 +195,10 @@ fn synth_pairs_share_the_input_and_drift_where_told() {
         .code(1);
     let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(json["input"]["status"], "match");
-    assert_eq!(json["pairs"][json["first_over"].as_u64().unwrap() as usize]["name"], "blocks.3.mlp");
+    assert_eq!(
+        json["pairs"][json["first_over"].as_u64().unwrap() as usize]["name"],
+        "blocks.3.mlp"
+    );
     dinodiff()
         .current_dir(dir.path())
         .args(["synth", "--drift", "blocks.12.mlp=1", "-o", "c.st"])

@@ -86,7 +86,7 @@ impl InputSource {
 /// Decodes and transforms an image into a model input.
 pub fn prepare(image: &Path, transform: Transform, size: usize) -> Result<ModelInput> {
     ensure!(
-        size > 0 && size % 16 == 0,
+        size > 0 && size.is_multiple_of(16),
         "--size {size} is not a positive multiple of the patch size 16"
     );
     let identity = FileIdentity::of(image).map_err(|e| {
@@ -109,12 +109,13 @@ pub fn prepare(image: &Path, transform: Transform, size: usize) -> Result<ModelI
         .to_rgb8();
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     ensure!(w > 0 && h > 0, "the image {} is empty", image.display());
-    let src = fr::images::Image::from_vec_u8(w as u32, h as u32, decoded.into_raw(), fr::PixelType::U8x3)
-        .context("image buffer")?;
+    let src =
+        fr::images::Image::from_vec_u8(w as u32, h as u32, decoded.into_raw(), fr::PixelType::U8x3)
+            .context("image buffer")?;
     let mut details = serde_json::Map::new();
     let (rgb, out_w, out_h) = match transform {
         Transform::None => {
-            if w % 16 != 0 || h % 16 != 0 {
+            if !w.is_multiple_of(16) || !h.is_multiple_of(16) {
                 bail!(
                     "--transform none keeps the image's {w}x{h} pixels, but ViT patches need sides that are multiples of 16; use --transform meta or square"
                 );
@@ -153,10 +154,7 @@ pub fn prepare(image: &Path, transform: Transform, size: usize) -> Result<ModelI
         "std": STD,
         "resampling": "bicubic (Catmull-Rom, antialiased), fast_image_resize",
     });
-    provenance
-        .as_object_mut()
-        .expect("object")
-        .extend(details);
+    provenance.as_object_mut().expect("object").extend(details);
     Ok(ModelInput {
         shape: [1, 3, out_h, out_w],
         data,

@@ -147,10 +147,9 @@ impl Manifest {
             frameworks: BTreeMap::new(),
             device: None,
             dtype: None,
-            created: jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(
-                |_| jiff::Timestamp::now().to_string(),
-                |t| t.to_string(),
-            ),
+            created: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             input_sha256: None,
             input: None,
@@ -198,10 +197,12 @@ impl Manifest {
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// sha256 (hex) of a tensor's raw bytes: the `input_sha256` of the manifest.

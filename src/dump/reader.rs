@@ -79,7 +79,8 @@ impl Dump {
         let size = file.metadata().map_err(|e| fail(io_problem(&e)))?.len();
         if size == 0 {
             return Err(fail(
-                "empty file (0 bytes); a safetensors dump starts with an 8-byte header length".into(),
+                "empty file (0 bytes); a safetensors dump starts with an 8-byte header length"
+                    .into(),
             ));
         }
         if size < 8 {
@@ -121,7 +122,9 @@ impl Dump {
                 );
                 continue;
             }
-            entries.push(parse_entry(&name, value).map_err(|p| fail(format!("tensor {name:?}: {p}")))?);
+            entries.push(
+                parse_entry(&name, value).map_err(|p| fail(format!("tensor {name:?}: {p}")))?,
+            );
         }
         check_layout(&mut entries, data_len).map_err(fail)?;
 
@@ -221,7 +224,9 @@ fn parse_entry(name: &str, value: Value) -> Result<TensorEntry, String> {
         .map_err(|_| format!("unknown dtype {:?}", raw.dtype))?;
     let (start, end) = raw.data_offsets;
     if end < start {
-        return Err(format!("data_offsets [{start}, {end}] end before they start"));
+        return Err(format!(
+            "data_offsets [{start}, {end}] end before they start"
+        ));
     }
     let bits = raw
         .shape
@@ -288,8 +293,8 @@ fn check_layout(entries: &mut [TensorEntry], data_len: usize) -> Result<(), Stri
 }
 
 fn parse_manifest(json: &str, entries: &[TensorEntry]) -> Result<Manifest, String> {
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| format!("the dinodiff manifest is not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| format!("the dinodiff manifest is not valid JSON: {e}"))?;
     if let Some(v) = value.get("format_version").and_then(Value::as_u64)
         && v > u64::from(FORMAT_VERSION)
     {
@@ -299,7 +304,8 @@ fn parse_manifest(json: &str, entries: &[TensorEntry]) -> Result<Manifest, Strin
     }
     let manifest: Manifest = serde_json::from_value(value)
         .map_err(|e| format!("the dinodiff manifest is malformed: {e}"))?;
-    let in_file: std::collections::HashSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let in_file: std::collections::HashSet<&str> =
+        entries.iter().map(|e| e.name.as_str()).collect();
     let mut seen = std::collections::HashSet::new();
     for name in &manifest.order {
         if !in_file.contains(name.as_str()) {

@@ -231,8 +231,8 @@ mod tests {
     fn dropped_writer_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("x.st");
-        let mut w = DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other))
-            .unwrap();
+        let mut w =
+            DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other)).unwrap();
         w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8])
             .unwrap();
         drop(w);
@@ -243,14 +243,19 @@ mod tests {
     fn rejects_duplicates_and_wrong_byte_counts() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("x.st");
-        let mut w = DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other))
-            .unwrap();
+        let mut w =
+            DumpWriter::create(&target, Manifest::for_this_process(SourceKind::Other)).unwrap();
         w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8])
             .unwrap();
         let dup = w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8]);
         assert!(dup.unwrap_err().to_string().contains("written twice"));
         let short = w.write("b", record("b"), Dtype::F16, &[3], &[0u8; 4]);
-        assert!(short.unwrap_err().to_string().contains("needs Some(6) bytes, got 4"));
+        assert!(
+            short
+                .unwrap_err()
+                .to_string()
+                .contains("needs Some(6) bytes, got 4")
+        );
     }
 
     #[test]

@@ -116,7 +116,11 @@ mod tests {
         for (n, s) in names.iter().zip(&stages) {
             assert_eq!(&s.name(), n);
         }
-        assert!(stages.windows(2).all(|w| w[0].order_key() < w[1].order_key()));
+        assert!(
+            stages
+                .windows(2)
+                .all(|w| w[0].order_key() < w[1].order_key())
+        );
     }
 
     #[test]

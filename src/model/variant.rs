@@ -55,8 +55,24 @@ pub const VARIANTS: [Variant; 7] = [
     v("vits16plus", 384, 12, 6, Ffn::SwiGlu { align: 8 }, 6, true),
     v("vitb16", 768, 12, 12, Ffn::Mlp, 4, true),
     v("vitl16", 1024, 24, 16, Ffn::Mlp, 4, true),
-    v("vitl16plus", 1024, 24, 16, Ffn::SwiGlu { align: 8 }, 6, true),
-    v("vith16plus", 1280, 32, 20, Ffn::SwiGlu { align: 8 }, 6, true),
+    v(
+        "vitl16plus",
+        1024,
+        24,
+        16,
+        Ffn::SwiGlu { align: 8 },
+        6,
+        true,
+    ),
+    v(
+        "vith16plus",
+        1280,
+        32,
+        20,
+        Ffn::SwiGlu { align: 8 },
+        6,
+        true,
+    ),
     v("vit7b16", 4096, 40, 32, Ffn::SwiGlu { align: 64 }, 3, false),
 ];
 
@@ -127,7 +143,9 @@ mod tests {
     #[test]
     fn full_names_resolve() {
         assert_eq!(
-            Variant::lookup("dinov3_vits16_pretrain_lvd1689m").unwrap().name,
+            Variant::lookup("dinov3_vits16_pretrain_lvd1689m")
+                .unwrap()
+                .name,
             "vits16"
         );
         assert_eq!(Variant::lookup("dinov3_vitl16").unwrap().depth, 24);

@@ -3,7 +3,9 @@
 //! the first and worst failing pairs. Cells over tolerance are bold and carry the marker.
 
 use super::table::MARK;
-use super::{cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line, verdict_line};
+use super::{
+    cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line, verdict_line,
+};
 use crate::diff::DiffReport;
 use std::fmt::Write;
 
@@ -21,7 +23,11 @@ fn mark(text: String, fails: bool) -> String {
 
 pub fn render(r: &DiffReport) -> String {
     let mut out = String::new();
-    let status = if r.verdict.pass { "PASS ✅" } else { "FAIL ❌" };
+    let status = if r.verdict.pass {
+        "PASS ✅"
+    } else {
+        "FAIL ❌"
+    };
     let _ = writeln!(out, "### dinodiff: {status}\n");
     let _ = writeln!(
         out,
@@ -32,7 +38,11 @@ pub fn render(r: &DiffReport) -> String {
     if !r.headline.is_empty() {
         let _ = writeln!(out, "| | cosine | max\\|Δ\\| |\n|---|---:|---:|");
         for h in &r.headline {
-            let label = if h.name == "cls" { "CLS token" } else { "pooled patches" };
+            let label = if h.name == "cls" {
+                "CLS token"
+            } else {
+                "pooled patches"
+            };
             let _ = writeln!(
                 out,
                 "| {label} | {} | {} |",
@@ -67,9 +77,15 @@ pub fn render(r: &DiffReport) -> String {
     }
     let flat = flat_pairs(r, grid.is_some());
     if !flat.is_empty() {
-        let _ = writeln!(out, "| tensor | shape | dtype | max\\|Δ\\| | cosine |\n|---|---|---|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| tensor | shape | dtype | max\\|Δ\\| | cosine |\n|---|---|---|---:|---:|"
+        );
         for p in flat {
-            let cos = p.metrics.as_ref().map_or(String::new(), |m| cosine(m.cosine));
+            let cos = p
+                .metrics
+                .as_ref()
+                .map_or(String::new(), |m| cosine(m.cosine));
             let _ = writeln!(
                 out,
                 "| `{}` | {:?} | {} | {} | {cos} |",

@@ -139,7 +139,9 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
         )),
         Some(m) => {
             let at = match (&p.argmax_index, m.a_at_max, m.b_at_max) {
-                (Some(idx), Some(x), Some(y)) => format!(" at {idx:?}: A {}, B {}", sci(x, 9), sci(y, 9)),
+                (Some(idx), Some(x), Some(y)) => {
+                    format!(" at {idx:?}: A {}, B {}", sci(x, 9), sci(y, 9))
+                }
                 _ => String::new(),
             };
             out.push(format!("max|Δ| {}{at}", sci(m.max_abs, 3)));
@@ -172,14 +174,22 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
 /// The one-line verdict.
 pub fn verdict_line(r: &DiffReport) -> String {
     let v = &r.verdict;
-    let tol = format!("atol {}, rtol {}", sci(r.tolerance.atol, 0), sci(r.tolerance.rtol, 0));
+    let tol = format!(
+        "atol {}, rtol {}",
+        sci(r.tolerance.atol, 0),
+        sci(r.tolerance.rtol, 0)
+    );
     if v.pass {
         format!(
             "verdict: PASS: {} tensor pairs compared, all within tolerance ({tol})",
             v.compared
         )
     } else {
-        let mut why = format!("{} of {} tensor pairs over tolerance", v.failed, v.compared + v.shape_mismatches);
+        let mut why = format!(
+            "{} of {} tensor pairs over tolerance",
+            v.failed,
+            v.compared + v.shape_mismatches
+        );
         if v.shape_mismatches > 0 {
             why.push_str(&format!(" ({} with mismatched shapes)", v.shape_mismatches));
         }

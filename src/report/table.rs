@@ -2,7 +2,10 @@
 //!
 //! Cells over tolerance are red when colour is on, and carry the marker [`MARK`] when it is off.
 
-use super::{Grid, cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line, verdict_line};
+use super::{
+    Grid, cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line,
+    verdict_line,
+};
 use crate::diff::{DiffReport, InputStatus, PairResult};
 use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table, presets};
 use std::fmt::Write;
@@ -71,7 +74,9 @@ fn grid_table(grid: &Grid, style: &TableStyle) -> Table {
 
 fn flat_table(pairs: &[&PairResult], style: &TableStyle) -> Table {
     let mut t = new_table(style);
-    t.set_header(vec!["tensor", "shape", "dtype", "max|Δ|", "mean|Δ|", "cosine"]);
+    t.set_header(vec![
+        "tensor", "shape", "dtype", "max|Δ|", "mean|Δ|", "cosine",
+    ]);
     for p in pairs {
         let name = if p.a == p.b {
             p.name.clone()
@@ -120,7 +125,12 @@ pub fn render(r: &DiffReport, style: &TableStyle) -> String {
     let input = match r.input.status {
         InputStatus::Match => format!(
             "same input (sha256 {})",
-            r.input.a_sha256.as_deref().unwrap_or("").get(..16).unwrap_or("")
+            r.input
+                .a_sha256
+                .as_deref()
+                .unwrap_or("")
+                .get(..16)
+                .unwrap_or("")
         ),
         InputStatus::MismatchAllowed => {
             "DIFFERENT inputs (allowed by --allow-input-mismatch)".to_string()
@@ -133,7 +143,11 @@ pub fn render(r: &DiffReport, style: &TableStyle) -> String {
         let mut t = new_table(style);
         t.set_header(vec!["", "cosine", "max|Δ|"]);
         for h in &r.headline {
-            let label = if h.name == "cls" { "CLS token" } else { "pooled patches" };
+            let label = if h.name == "cls" {
+                "CLS token"
+            } else {
+                "pooled patches"
+            };
             t.add_row(vec![
                 Cell::new(label),
                 Cell::new(cosine(h.cosine)).set_alignment(CellAlignment::Right),
