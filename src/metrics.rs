@@ -25,7 +25,7 @@ use serde::Serialize;
 /// Decode buffers live on the heap: rayon nests stolen jobs on one stack, so big stack arrays
 /// could overflow its 2 MiB thread stacks.
 const CHUNK: usize = 8 * 1024;
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 /// A tensor's bytes with their dtype.
 #[derive(Clone, Copy)]
@@ -130,7 +130,12 @@ impl Partial {
 /// Non-finite values are rare, so the hot loop only counts positions that are not finite on
 /// both sides; a second, scalar pass classifies them when there are any.
 #[inline(always)]
-fn float_chunk_body(a: &[f64], b: &[f64], tol: Tolerance, chunk_index: usize) -> Partial {
+fn float_chunk_body<A: Elem, B: Elem>(
+    a: &[A],
+    b: &[B],
+    tol: Tolerance,
+    chunk_index: usize,
+) -> Partial {
     let mut max = [0f64; LANES];
     let mut sum_abs = [0f64; LANES];
     let mut sum_sq = [0f64; LANES];
@@ -164,11 +169,11 @@ fn float_chunk_body(a: &[f64], b: &[f64], tol: Tolerance, chunk_index: usize) ->
     }
     for (ca, cb) in (&mut ai).zip(&mut bi) {
         for l in 0..LANES {
-            step!(ca[l], cb[l], l);
+            step!(ca[l].to_f64(), cb[l].to_f64(), l);
         }
     }
     for (&x, &y) in ai.remainder().iter().zip(bi.remainder()) {
-        step!(x, y, 0);
+        step!(x.to_f64(), y.to_f64(), 0);
     }
     let not_both: u64 = not_both.iter().sum();
     let mut p = Partial {
@@ -185,7 +190,8 @@ fn float_chunk_body(a: &[f64], b: &[f64], tol: Tolerance, chunk_index: usize) ->
         ..Partial::default()
     };
     if not_both > 0 {
-        for (&x, &y) in a.iter().zip(b) {
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (x.to_f64(), y.to_f64());
             p.nan_a += u64::from(x.is_nan());
             p.nan_b += u64::from(y.is_nan());
             p.inf_a += u64::from(x.is_infinite());
@@ -198,21 +204,63 @@ fn float_chunk_body(a: &[f64], b: &[f64], tol: Tolerance, chunk_index: usize) ->
     p
 }
 
-/// Decodes one chunk of each side and runs the kernel on it.
+/// A float element the kernel reads in place (no decode buffer).
+trait Elem: Copy + bytemuck::Pod {
+    fn to_f64(self) -> f64;
+}
+impl Elem for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+impl Elem for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Runs the kernel on one chunk. Same-dtype F32 and F64 pairs whose bytes are aligned are read
+/// in place; everything else is decoded into `xa` / `xb` (the chunk's length) first.
 #[inline(always)]
 fn chunk_body(
     a: View<'_>,
     b: View<'_>,
     lo: usize,
-    len: usize,
+    xa: &mut [f64],
+    xb: &mut [f64],
     tol: Tolerance,
-) -> (Partial, Vec<f64>, Vec<f64>) {
-    let mut xa = vec![0f64; len];
-    let mut xb = vec![0f64; len];
-    decode_into(a.dtype, &a.data[lo * element_size(a.dtype)..], &mut xa);
-    decode_into(b.dtype, &b.data[lo * element_size(b.dtype)..], &mut xb);
-    let p = float_chunk_body(&xa, &xb, tol, lo / CHUNK);
-    (p, xa, xb)
+) -> Partial {
+    let len = xa.len();
+    let index = lo / CHUNK;
+    let (sa, sb) = (element_size(a.dtype), element_size(b.dtype));
+    let (ra, rb) = (
+        &a.data[lo * sa..(lo + len) * sa],
+        &b.data[lo * sb..(lo + len) * sb],
+    );
+    match (a.dtype, b.dtype) {
+        (Dtype::F32, Dtype::F32) => {
+            if let (Ok(x), Ok(y)) = (
+                bytemuck::try_cast_slice::<u8, f32>(ra),
+                bytemuck::try_cast_slice::<u8, f32>(rb),
+            ) {
+                return float_chunk_body(x, y, tol, index);
+            }
+        }
+        (Dtype::F64, Dtype::F64) => {
+            if let (Ok(x), Ok(y)) = (
+                bytemuck::try_cast_slice::<u8, f64>(ra),
+                bytemuck::try_cast_slice::<u8, f64>(rb),
+            ) {
+                return float_chunk_body(x, y, tol, index);
+            }
+        }
+        _ => {}
+    }
+    decode_into(a.dtype, ra, xa);
+    decode_into(b.dtype, rb, xb);
+    float_chunk_body(&*xa, &*xb, tol, index)
 }
 
 /// The same code compiled for AVX2 (4 f64 lanes per instruction instead of SSE2's 2). Results
@@ -223,25 +271,52 @@ fn chunk_avx2(
     a: View<'_>,
     b: View<'_>,
     lo: usize,
-    len: usize,
+    xa: &mut [f64],
+    xb: &mut [f64],
     tol: Tolerance,
-) -> (Partial, Vec<f64>, Vec<f64>) {
-    chunk_body(a, b, lo, len, tol)
+) -> Partial {
+    chunk_body(a, b, lo, xa, xb, tol)
+}
+
+/// And for AVX-512 (8 f64 lanes), where the CPU has it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn chunk_avx512(
+    a: View<'_>,
+    b: View<'_>,
+    lo: usize,
+    xa: &mut [f64],
+    xb: &mut [f64],
+    tol: Tolerance,
+) -> Partial {
+    chunk_body(a, b, lo, xa, xb, tol)
 }
 
 fn run_chunk(
     a: View<'_>,
     b: View<'_>,
     lo: usize,
-    len: usize,
+    xa: &mut [f64],
+    xb: &mut [f64],
     tol: Tolerance,
-) -> (Partial, Vec<f64>, Vec<f64>) {
+) -> Partial {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { chunk_avx512(a, b, lo, xa, xb, tol) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { chunk_avx2(a, b, lo, len, tol) };
+        return unsafe { chunk_avx2(a, b, lo, xa, xb, tol) };
     }
-    chunk_body(a, b, lo, len, tol)
+    chunk_body(a, b, lo, xa, xb, tol)
+}
+
+thread_local! {
+    /// Per-thread decode buffers, reused across chunks (no allocation or zeroing per chunk).
+    static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<f64>)> =
+        std::cell::RefCell::new((vec![0.0; CHUNK], vec![0.0; CHUNK]));
 }
 
 /// Compares two tensors element by element. Both must hold the same number of elements
@@ -257,11 +332,13 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     }
     let (sa, sb) = (element_size(a.dtype), element_size(b.dtype));
     let chunks = n.div_ceil(CHUNK);
-    let chunk = |c: usize, tol: Tolerance| {
-        let lo = c * CHUNK;
-        let len = CHUNK.min(n - lo);
-        let (p, xa, xb) = run_chunk(a, b, lo, len, tol);
-        (p, xa, xb, len)
+    let bounds = |c: usize| (c * CHUNK, CHUNK.min(n - c * CHUNK));
+    let chunk_partial = |c: usize, tol: Tolerance| {
+        let (lo, len) = bounds(c);
+        SCRATCH.with(|scratch| {
+            let (xa, xb) = &mut *scratch.borrow_mut();
+            run_chunk(a, b, lo, &mut xa[..len], &mut xb[..len], tol)
+        })
     };
     // Exact kinds fail on any difference: tolerance zero.
     let tol = if exact {
@@ -274,7 +351,7 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     };
     let partials: Vec<Partial> = (0..chunks)
         .into_par_iter()
-        .map(|c| chunk(c, tol).0)
+        .map(|c| chunk_partial(c, tol))
         .collect();
     let mut total = partials
         .iter()
@@ -283,7 +360,10 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     let (argmax, a_at, b_at) = if total.finite_pairs == 0 {
         (None, None, None)
     } else {
-        let (_, xa, xb, len) = chunk(total.max_chunk, tol);
+        let (lo, len) = bounds(total.max_chunk);
+        let (mut xa, mut xb) = (vec![0f64; len], vec![0f64; len]);
+        decode_into(a.dtype, &a.data[lo * sa..], &mut xa);
+        decode_into(b.dtype, &b.data[lo * sb..], &mut xb);
         let pos = (0..len)
             .find(|&i| {
                 xa[i].is_finite() && xb[i].is_finite() && (xa[i] - xb[i]).abs() == total.max_abs

@@ -49,6 +49,7 @@ pub fn element_size(dtype: Dtype) -> usize {
 ///
 /// Panics if `bytes` is shorter than `out.len()` elements or the dtype is not decodable; callers
 /// check both (the reader validated byte counts).
+#[inline(always)] // so that each caller compiled for AVX2 gets a vectorized decode
 pub fn decode_into(dtype: Dtype, bytes: &[u8], out: &mut [f64]) {
     macro_rules! decode {
         ($t:ty, $conv:expr) => {{
