@@ -68,6 +68,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                 noise: args.noise,
                 noise_seed: args.noise_seed,
                 drift,
+                input: args
+                    .input
+                    .as_ref()
+                    .map(|p| InputSource::Dump(p.clone()).load())
+                    .transpose()?,
             };
             let written = crate::synth::synth(&opts, &args.output)?;
             eprintln!(

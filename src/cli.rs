@@ -168,6 +168,9 @@ pub struct SynthArgs {
     /// STAGE=AMPLITUDE: drift starting at STAGE, growing 5% per stage after it
     #[arg(long, value_name = "STAGE=AMPLITUDE")]
     pub drift: Option<String>,
+    /// Use this input dump (from `dinodiff prep`) as the `input` stage
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     #[arg(short, long)]
     pub output: PathBuf,
 }

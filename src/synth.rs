@@ -4,6 +4,7 @@
 //! Contract: the values are deterministic functions of (seed, stage, element): uniform in
 //! [-1, 1). `--noise E` adds a second deterministic uniform field of amplitude E (seeded by
 //! `--noise-seed`) to every stage but `input`, so the input hash of a pair stays equal.
+//! `--input input.st` makes the `input` stage that prepared input (so the dumps carry its hash).
 //! `--drift STAGE=A` adds, from STAGE on in execution order, a field of amplitude A growing by
 //! 5% per stage: a controlled place where parity breaks. Nothing here pretends to be a model.
 
@@ -26,6 +27,8 @@ pub struct SynthOptions {
     pub noise: f32,
     pub noise_seed: u64,
     pub drift: Option<(String, f32)>,
+    /// Use this input (e.g. from `prep`) as the `input` stage instead of a random one.
+    pub input: Option<crate::capture::input::ModelInput>,
 }
 
 fn field(seed: u64, stage: usize, n: usize, amplitude: f32, out: &mut [f32]) {
@@ -56,6 +59,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         None => None,
     };
     let mut manifest = Manifest::for_this_process(SourceKind::Other);
+    manifest.input = opts.input.as_ref().map(|i| i.provenance.clone());
     manifest.variant = Some(v.name.to_string());
     manifest.dtype = Some("f32".into());
     manifest.extra.insert(
@@ -76,8 +80,23 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         let shape = v.stage_shape(stage.column(), opts.image_size);
         let n: usize = shape.iter().product();
         buf.clear();
-        buf.resize(n, 0.0);
-        field(opts.seed, i, n, 1.0, &mut buf);
+        match (&opts.input, name.as_str()) {
+            (Some(input), "input") => {
+                if input.shape[..] != shape[..] {
+                    bail!(
+                        "--input holds a {:?} input, but {} at --image-size {} takes {shape:?}",
+                        input.shape,
+                        v.name,
+                        opts.image_size
+                    );
+                }
+                buf.extend_from_slice(&input.data);
+            }
+            _ => {
+                buf.resize(n, 0.0);
+                field(opts.seed, i, n, 1.0, &mut buf);
+            }
+        }
         if name != "input" && opts.noise > 0.0 {
             field(opts.noise_seed ^ 0x9e37_79b9, i, n, opts.noise, &mut buf);
         }

@@ -20,11 +20,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 photo=$("$python" -c 'import matplotlib, pathlib; print(pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")')
 step "prepare the input from $photo"
 [[ -f input.st ]] || "$bin" prep --image "$photo" --transform meta -o input.st
-"$bin" inspect input.st | tail -n 4
+"$bin" inspect input.st
 
 step "synthetic ViT-S/16 dumps (every canonical stage, real shapes)"
-[[ -f a.st ]] || "$bin" synth --variant vits16 --seed 1 -o a.st
-[[ -f b.st ]] || "$bin" synth --variant vits16 --seed 1 --noise 1e-6 --drift blocks.5.ls2=1e-3 -o b.st
+[[ -f a.st ]] || "$bin" synth --variant vits16 --seed 1 --input input.st -o a.st
+[[ -f b.st ]] || "$bin" synth --variant vits16 --seed 1 --input input.st --noise 1e-6 --drift blocks.5.ls2=1e-3 -o b.st
 
 step "dinodiff diff a.st b.st"
 set +e
