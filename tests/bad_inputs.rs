@@ -264,10 +264,15 @@ fn an_unreadable_file() {
             m.uid() == 0
         })
         .unwrap_or(false);
-    let bin = assert_cmd::cargo::cargo_bin("dinodiff");
+    let mut bin = assert_cmd::cargo::cargo_bin("dinodiff");
     let mut cmd = if is_root {
-        // nobody must be able to reach the file's directory (the binary is world-executable).
+        // nobody must reach the file and the binary: the checkout may sit under a private
+        // home directory, so run a copy from the (world-readable) temporary directory.
         std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = c.dir.path().join("dinodiff");
+        std::fs::copy(&bin, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin = copy;
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&bin);
