@@ -263,34 +263,27 @@ fn chunk_body(
     float_chunk_body(&*xa, &*xb, tol, index)
 }
 
-/// The same code compiled for AVX2 (4 f64 lanes per instruction instead of SSE2's 2). Results
-/// are identical: Rust never contracts or reorders float operations.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn chunk_avx2(
-    a: View<'_>,
-    b: View<'_>,
-    lo: usize,
-    xa: &mut [f64],
-    xb: &mut [f64],
-    tol: Tolerance,
-) -> Partial {
-    chunk_body(a, b, lo, xa, xb, tol)
+/// `chunk_body` compiled for a wider instruction set (AVX2: 4 f64 lanes per instruction,
+/// AVX-512: 8, instead of SSE2's 2). Results are identical: Rust never contracts or reorders
+/// float operations.
+macro_rules! chunk_for_target {
+    ($name:ident, $feature:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        fn $name(
+            a: View<'_>,
+            b: View<'_>,
+            lo: usize,
+            xa: &mut [f64],
+            xb: &mut [f64],
+            tol: Tolerance,
+        ) -> Partial {
+            chunk_body(a, b, lo, xa, xb, tol)
+        }
+    };
 }
-
-/// And for AVX-512 (8 f64 lanes), where the CPU has it.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn chunk_avx512(
-    a: View<'_>,
-    b: View<'_>,
-    lo: usize,
-    xa: &mut [f64],
-    xb: &mut [f64],
-    tol: Tolerance,
-) -> Partial {
-    chunk_body(a, b, lo, xa, xb, tol)
-}
+chunk_for_target!(chunk_avx2, "avx2");
+chunk_for_target!(chunk_avx512, "avx512f");
 
 fn run_chunk(
     a: View<'_>,

@@ -2,7 +2,7 @@
 //! format (the output is the product).
 
 mod common;
-use common::{canonical_dump, dinodiff, plain_dump};
+use common::{canonical_dump, diff_json, dinodiff, plain_dump, stdout_of};
 use dinodiff::dump::SourceKind;
 
 struct Pair {
@@ -38,10 +38,6 @@ impl Pair {
             .args(["diff", "a.st", "b.st"]);
         c
     }
-}
-
-fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(a.get_output().stdout.clone()).unwrap()
 }
 
 #[test]
@@ -169,12 +165,7 @@ fn missing_batch_dim_is_reconciled_and_reported() {
             }
         },
     );
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--format", "json"])
-        .assert()
-        .code(0);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let json = diff_json(dir.path(), &[], 0);
     let norm1 = json["pairs"]
         .as_array()
         .unwrap()
@@ -225,12 +216,7 @@ fn nan_on_one_side_fails_and_is_counted() {
             v[2] = f32::NAN;
         }
     });
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--format", "json"])
-        .assert()
-        .code(1);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let json = diff_json(dir.path(), &[], 1);
     let first = &json["pairs"][json["first_over"].as_u64().unwrap() as usize];
     assert_eq!(first["name"], "blocks.0.mlp");
     assert_eq!(first["metrics"]["nan_b"], 1);
@@ -320,12 +306,7 @@ fn map_file_pairs_and_rewrites_names() {
         ]
     );
     // Without the map nothing pairs, and nothing is paired by position.
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--format", "json"])
-        .assert()
-        .code(0);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let json = diff_json(dir.path(), &[], 0);
     assert_eq!(json["pairs"], serde_json::json!([]));
     assert_eq!(
         json["unmatched"]["a"],

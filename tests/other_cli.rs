@@ -2,13 +2,9 @@
 //! SIGKILL.
 
 mod common;
-use common::{canonical_dump, dinodiff, plain_dump};
+use common::{canonical_dump, diff_json, dinodiff, plain_dump, stdout_of};
 use dinodiff::dump::SourceKind;
 use std::time::{Duration, Instant};
-
-fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8(a.get_output().stdout.clone()).unwrap()
-}
 
 #[test]
 fn inspect_table_snapshot() {
@@ -188,12 +184,7 @@ fn synth_pairs_share_the_input_and_drift_where_told() {
         ])
         .assert()
         .code(0);
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--format", "json"])
-        .assert()
-        .code(1);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let json = diff_json(dir.path(), &[], 1);
     assert_eq!(json["input"]["status"], "match");
     assert_eq!(
         json["pairs"][json["first_over"].as_u64().unwrap() as usize]["name"],

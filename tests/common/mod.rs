@@ -10,6 +10,21 @@ pub fn dinodiff() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("dinodiff").unwrap()
 }
 
+pub fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(a.get_output().stdout.clone()).unwrap()
+}
+
+/// `dinodiff diff a.st b.st --format json EXTRA...` in `dir`; asserts the exit code, parses stdout.
+pub fn diff_json(dir: &Path, extra: &[&str], code: i32) -> serde_json::Value {
+    let out = dinodiff()
+        .current_dir(dir)
+        .args(["diff", "a.st", "b.st", "--format", "json"])
+        .args(extra)
+        .assert()
+        .code(code);
+    serde_json::from_str(&stdout_of(&out)).unwrap()
+}
+
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
