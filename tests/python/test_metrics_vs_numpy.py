@@ -65,7 +65,7 @@ FLOATS = {
 @pytest.mark.parametrize("nonfinite", [False, True])
 def test_float_metrics_match_numpy(tmp_path, diff_json, dtype, nonfinite):
     rng = np.random.default_rng(hash((dtype, nonfinite)) % 2**32)
-    # Sizes across the parallel chunk boundary (16 Ki elements) and a tiny one.
+    # Sizes across the parallel chunk boundary (8 Ki elements) and a tiny one.
     tensors = {
         f"t{i}": make_pair(rng, FLOATS[dtype], shape, nonfinite)
         for i, shape in enumerate([(3, 7), (1, 201, 384), (40_000,)])
