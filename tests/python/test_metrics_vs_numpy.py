@@ -134,3 +134,22 @@ def test_large_int64_differences_are_not_lost_to_f64_rounding(tmp_path, diff_jso
     save_file({"x": b}, tmp_path / "b.safetensors")
     got = diff_json(tmp_path / "a.safetensors", tmp_path / "b.safetensors")["pairs"][0]
     assert got["fails"] is True, "2**62 vs 2**62+1 rounds to the same f64 but must differ"
+
+
+@pytest.mark.parametrize("dtype", list(FLOATS))
+def test_inspect_statistics_match_numpy(tmp_path, run, dtype):
+    import json
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((3, 40_000)) * 3 + 100).astype(FLOATS[dtype])
+    x.reshape(-1)[[7, 9000]] = np.nan
+    x.reshape(-1)[12345] = -np.inf
+    save_file({"x": x}, tmp_path / "x.safetensors")
+    got = json.loads(run("inspect", tmp_path / "x.safetensors", "--format", "json").stdout)
+    stats = got["tensors"][0]["stats"]
+    v = x.astype(np.float64).ravel()
+    finite = v[np.isfinite(v)]
+    assert (stats["nan"], stats["inf"]) == (2, 1)
+    assert stats["min"] == finite.min() and stats["max"] == finite.max()
+    assert stats["mean"] == pytest.approx(finite.mean(), rel=1e-12)
+    assert stats["std"] == pytest.approx(finite.std(), rel=1e-9)
