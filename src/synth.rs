@@ -31,7 +31,7 @@ pub struct SynthOptions {
     pub input: Option<crate::capture::input::ModelInput>,
 }
 
-fn field(seed: u64, stage: usize, n: usize, amplitude: f32, out: &mut [f32]) {
+fn field(seed: u64, stage: usize, amplitude: f32, out: &mut [f32]) {
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
@@ -41,7 +41,6 @@ fn field(seed: u64, stage: usize, n: usize, amplitude: f32, out: &mut [f32]) {
                 *v += amplitude * rng.random_range(-1.0f32..1.0);
             }
         });
-    debug_assert_eq!(out.len(), n);
 }
 
 pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
@@ -94,17 +93,17 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
             }
             _ => {
                 buf.resize(n, 0.0);
-                field(opts.seed, i, n, 1.0, &mut buf);
+                field(opts.seed, i, 1.0, &mut buf);
             }
         }
         if name != "input" && opts.noise > 0.0 {
-            field(opts.noise_seed ^ 0x9e37_79b9, i, n, opts.noise, &mut buf);
+            field(opts.noise_seed ^ 0x9e37_79b9, i, opts.noise, &mut buf);
         }
         if let (Some(from), Some((_, amp))) = (drift_from, &opts.drift)
             && i >= from
         {
             let grown = amp * 1.05f32.powi((i - from) as i32);
-            field(opts.noise_seed ^ 0x7f4a_7c15, i, n, grown, &mut buf);
+            field(opts.noise_seed ^ 0x7f4a_7c15, i, grown, &mut buf);
         }
         bytes.clear();
         bytes.extend(buf.iter().flat_map(|x| x.to_le_bytes()));

@@ -39,12 +39,6 @@ pub struct TensorEntry {
     pub end: usize,
 }
 
-impl TensorEntry {
-    pub fn elements(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
 pub struct Dump {
     path: PathBuf,
     map: Mmap,
@@ -176,11 +170,6 @@ impl Dump {
 
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {
         self.index.get(name).map(|&i| &self.tensors[i])
-    }
-
-    /// Position of a tensor in execution order.
-    pub fn position(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
     }
 
     /// The raw bytes of a tensor (validated to lie inside the file).

@@ -62,11 +62,6 @@ impl DumpWriter {
         })
     }
 
-    /// The manifest being built (backends add facts while they run).
-    pub fn manifest_mut(&mut self) -> &mut Manifest {
-        &mut self.manifest
-    }
-
     /// Appends one tensor. `data` is its raw little-endian, row-major bytes.
     pub fn write(
         &mut self,
@@ -120,15 +115,6 @@ impl DumpWriter {
         self.manifest.order.push(name.to_string());
         self.manifest.tensors.insert(name.to_string(), record);
         Ok(())
-    }
-
-    /// Number of tensors written so far.
-    pub fn len(&self) -> usize {
-        self.infos.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.infos.is_empty()
     }
 
     /// Writes header + data to a temporary file and renames it onto the target.
