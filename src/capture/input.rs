@@ -89,15 +89,17 @@ pub fn prepare(image: &Path, transform: Transform, size: usize) -> Result<ModelI
         size > 0 && size.is_multiple_of(16),
         "--size {size} is not a positive multiple of the patch size 16"
     );
-    let identity = FileIdentity::of(image).map_err(|e| {
+    // Read once: the recorded hash is that of the bytes decoded.
+    let bytes = std::fs::read(image).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the image {}: {}",
             image.display(),
             crate::dump::reader::io_problem(&e)
         )
     })?;
-    let decoded = image::ImageReader::open(image)
-        .and_then(|r| r.with_guessed_format())
+    let identity = FileIdentity::of_bytes(image, &bytes);
+    let decoded = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
         .with_context(|| format!("cannot read the image {}", image.display()))?
         .decode()
         .with_context(|| {

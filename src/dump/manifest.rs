@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 /// `__metadata__` key holding the manifest JSON.
@@ -63,24 +62,14 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    /// Hashes the file (streaming; never holds it in memory).
-    pub fn of(path: &Path) -> std::io::Result<FileIdentity> {
-        let mut file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(FileIdentity {
+    /// The identity of a file's contents, already read into memory (so that the hash describes
+    /// exactly the bytes that were used).
+    pub fn of_bytes(path: &Path, bytes: &[u8]) -> FileIdentity {
+        FileIdentity {
             path: path.display().to_string(),
-            size,
-            sha256: hex(&hasher.finalize()),
-        })
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
     }
 }
 
