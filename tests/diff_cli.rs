@@ -2,7 +2,7 @@
 //! format (the output is the product).
 
 mod common;
-use common::{canonical_dump, diff_json, dinodiff, plain_dump, stdout_of};
+use common::{canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in, stdout_of};
 use dinodiff::dump::SourceKind;
 
 struct Pair {
@@ -43,12 +43,7 @@ impl Pair {
 #[test]
 fn identical_dumps_pass_with_exit_0() {
     let p = Pair::drifting();
-    let out = dinodiff()
-        .current_dir(p.dir.path())
-        .args(["diff", "a.st", "a.st"])
-        .assert()
-        .code(0);
-    let text = stdout_of(&out);
+    let text = run_in(p.dir.path(), &["diff", "a.st", "a.st"], 0);
     assert!(
         text.ends_with(
             "verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)\n"
@@ -60,22 +55,22 @@ fn identical_dumps_pass_with_exit_0() {
 #[test]
 fn drift_table_snapshot_and_exit_1() {
     let p = Pair::drifting();
-    let out = p.diff().args(["--color", "never"]).assert().code(1);
-    insta::assert_snapshot!("drift_table", stdout_of(&out));
+    let out = stdout_of(&p.diff().args(["--color", "never"]).assert().code(1));
+    insta::assert_snapshot!("drift_table", out);
 }
 
 #[test]
 fn drift_markdown_snapshot() {
     let p = Pair::drifting();
-    let out = p.diff().args(["--format", "markdown"]).assert().code(1);
-    insta::assert_snapshot!("drift_markdown", stdout_of(&out));
+    let out = stdout_of(&p.diff().args(["--format", "markdown"]).assert().code(1));
+    insta::assert_snapshot!("drift_markdown", out);
 }
 
 #[test]
 fn drift_json_snapshot() {
     let p = Pair::drifting();
-    let out = p.diff().args(["--format", "json"]).assert().code(1);
-    let mut json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let out = stdout_of(&p.diff().args(["--format", "json"]).assert().code(1));
+    let mut json: serde_json::Value = serde_json::from_str(&out).unwrap();
     for side in ["a", "b"] {
         json[side]["created"] = "[created]".into();
     }
@@ -90,8 +85,7 @@ fn drift_json_snapshot() {
 #[test]
 fn colour_marks_failing_cells_on_request() {
     let p = Pair::drifting();
-    let out = p.diff().args(["--color", "always"]).assert().code(1);
-    let text = stdout_of(&out);
+    let text = stdout_of(&p.diff().args(["--color", "always"]).assert().code(1));
     assert!(text.contains("\u{1b}["), "expected ANSI colour codes");
     assert!(!text.contains(" ✗"), "no marker when colour is on");
 }
@@ -134,19 +128,18 @@ fn different_inputs_are_refused_unless_allowed() {
         ),
         "{err}"
     );
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args([
+    let json = json_in(
+        dir.path(),
+        &[
             "diff",
             "a.st",
             "b.st",
             "--allow-input-mismatch",
             "--format",
             "json",
-        ])
-        .assert()
-        .code(1);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        ],
+        1,
+    );
     assert_eq!(json["input"]["status"], "mismatch_allowed");
     assert_eq!(json["pairs"][0]["name"], "input");
     assert_eq!(json["pairs"][0]["fails"], true);
@@ -192,12 +185,7 @@ fn shape_mismatch_fails_and_says_why() {
             }
         },
     );
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--color", "never"])
-        .assert()
-        .code(1);
-    let text = stdout_of(&out);
+    let text = run_in(dir.path(), &["diff", "a.st", "b.st", "--color", "never"], 1);
     assert!(
         text.contains(
             "first and worst over tolerance: blocks.0.attn\n  shapes differ: A F32 [1, 3, 4] vs B F32 [1, 4, 3]; not compared\n"
@@ -244,12 +232,8 @@ fn flat_table_for_dumps_without_stage_names_and_unmatched_listing() {
             ("only_b", vec![1], vec![0.0]),
         ],
     );
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["diff", "a.st", "b.st", "--list-unmatched"])
-        .assert()
-        .code(1);
-    insta::assert_snapshot!("flat_table", stdout_of(&out));
+    let out = run_in(dir.path(), &["diff", "a.st", "b.st", "--list-unmatched"], 1);
+    insta::assert_snapshot!("flat_table", out);
 }
 
 #[test]
@@ -274,14 +258,13 @@ fn map_file_pairs_and_rewrites_names() {
         "[pairs]\n\"head\" = \"classifier\"\n\n[[rewrite]]\nside = \"b\"\npattern = '^layer_(\\d+)/ln_1$'\nreplace = 'blocks.$1.norm1'\n",
     )
     .unwrap();
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args([
+    let json = json_in(
+        dir.path(),
+        &[
             "diff", "a.st", "b.st", "--map", "map.toml", "--format", "json",
-        ])
-        .assert()
-        .code(0);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        ],
+        0,
+    );
     let pairs: Vec<(String, String, String)> = json["pairs"]
         .as_array()
         .unwrap()

@@ -2,7 +2,7 @@
 //! SIGKILL.
 
 mod common;
-use common::{canonical_dump, diff_json, dinodiff, plain_dump, stdout_of};
+use common::{canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in};
 use dinodiff::dump::SourceKind;
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,8 @@ fn inspect_table_snapshot() {
             ("b", vec![3], vec![f32::INFINITY, 0.5, 0.5]),
         ],
     );
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["inspect", "x.st"])
-        .assert()
-        .code(0);
     // Creation time, host and command line vary: keep the tensor table and the stable lines.
-    let text = stdout_of(&out);
+    let text = run_in(dir.path(), &["inspect", "x.st"], 0);
     // The file size depends on the manifest (host name, command line): redact it.
     let stable: Vec<String> = text
         .lines()
@@ -44,12 +39,7 @@ fn inspect_table_snapshot() {
 fn inspect_json_lists_tensors_in_execution_order_with_native_names() {
     let dir = tempfile::tempdir().unwrap();
     canonical_dump(&dir.path().join("c.st"), SourceKind::Meta, |_, _, _| {});
-    let out = dinodiff()
-        .current_dir(dir.path())
-        .args(["inspect", "c.st", "--format", "json"])
-        .assert()
-        .code(0);
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let json = json_in(dir.path(), &["inspect", "c.st", "--format", "json"], 0);
     assert_eq!(json["schema"], "dinodiff.inspect/1");
     assert_eq!(json["manifest"]["source"], "meta");
     let names: Vec<&str> = json["tensors"]
@@ -84,12 +74,7 @@ fn prep_writes_the_input_tensor_with_its_provenance() {
             .args(["--size", &size.to_string(), "-o", "in.st"])
             .assert()
             .code(0);
-        let out = dinodiff()
-            .current_dir(dir.path())
-            .args(["inspect", "in.st", "--format", "json"])
-            .assert()
-            .code(0);
-        let json: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        let json = json_in(dir.path(), &["inspect", "in.st", "--format", "json"], 0);
         assert_eq!(json["manifest"]["source"], "input");
         assert_eq!(json["manifest"]["input"]["transform"], transform);
         assert_eq!(

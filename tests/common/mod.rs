@@ -14,15 +14,21 @@ pub fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8(a.get_output().stdout.clone()).unwrap()
 }
 
+/// Runs dinodiff with `args` in `dir`, asserts the exit code, returns stdout.
+pub fn run_in(dir: &Path, args: &[&str], code: i32) -> String {
+    stdout_of(&dinodiff().current_dir(dir).args(args).assert().code(code))
+}
+
+/// [`run_in`] for a command printing JSON (`--format json`); returns it parsed.
+pub fn json_in(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
+    serde_json::from_str(&run_in(dir, args, code)).unwrap()
+}
+
 /// `dinodiff diff a.st b.st --format json EXTRA...` in `dir`; asserts the exit code, parses stdout.
 pub fn diff_json(dir: &Path, extra: &[&str], code: i32) -> serde_json::Value {
-    let out = dinodiff()
-        .current_dir(dir)
-        .args(["diff", "a.st", "b.st", "--format", "json"])
-        .args(extra)
-        .assert()
-        .code(code);
-    serde_json::from_str(&stdout_of(&out)).unwrap()
+    let mut args = vec!["diff", "a.st", "b.st", "--format", "json"];
+    args.extend_from_slice(extra);
+    json_in(dir, &args, code)
 }
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
