@@ -38,11 +38,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             );
             Ok(exit::WITHIN_TOLERANCE)
         }
-        Command::Capture(CaptureCommand::Meta(_)) => bail!(
-            "this dinodiff was built without the `torch` feature, so it cannot run Meta's model. \
-             Rebuild with `cargo build --release --features torch` (libtorch comes from the \
-             torch==2.13.0 wheel; `tools/dev setup` does all of it, see docs/capture-meta.md)"
-        ),
+        Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
         Command::Synth(args) => {
             let drift = match &args.drift {
                 None => None,
@@ -141,4 +137,54 @@ fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+fn input_source(input: &crate::cli::InputArgs, t: &crate::cli::ImageTransformArgs) -> InputSource {
+    match (&input.input, &input.image) {
+        (Some(dump), _) => InputSource::Dump(dump.clone()),
+        (None, Some(image)) => InputSource::Image {
+            path: image.clone(),
+            transform: t.transform,
+            size: t.size,
+        },
+        (None, None) => unreachable!("clap requires --input or --image"),
+    }
+}
+
+#[cfg(feature = "torch")]
+fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
+    use crate::capture::meta;
+    let opts = meta::MetaOptions {
+        input: input_source(&args.input, &args.transform),
+        weights: args.weights,
+        variant: args.variant,
+        output: args.output,
+        device: args.device,
+        precision: args.dtype,
+        threads: args.threads,
+    };
+    let done = meta::capture(&opts)?;
+    eprintln!(
+        "wrote {} ({} tensors, {} bytes): {} on {} with {} thread(s); load {:.2} s, forward + stream {:.3} s, finish {:.3} s",
+        done.written.path.display(),
+        done.written.tensors,
+        done.written.bytes,
+        done.variant,
+        opts.device,
+        done.threads,
+        done.load.as_secs_f64(),
+        done.forward.as_secs_f64(),
+        done.finish.as_secs_f64()
+    );
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
+#[cfg(not(feature = "torch"))]
+fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
+    let _ = input_source(&args.input, &args.transform);
+    bail!(
+        "this dinodiff was built without the `torch` feature, so it cannot run Meta's model. \
+         Rebuild with `cargo build --release --features torch` (libtorch comes from the \
+         torch==2.13.0 wheel; `tools/dev setup` does all of it, see docs/capture-meta.md)"
+    )
 }

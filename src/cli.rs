@@ -1,5 +1,6 @@
 //! Command-line definitions (clap derive) and nothing else; [`crate::app`] turns them into work.
 
+use crate::capture::Precision;
 use crate::capture::input::Transform;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -141,12 +142,16 @@ pub struct CaptureMetaArgs {
     pub input: InputArgs,
     #[command(flatten)]
     pub transform: ImageTransformArgs,
+    /// The dump to write
     #[arg(short, long)]
     pub output: PathBuf,
+    /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Compute dtype of weights and activations (RoPE stays f32, as in Meta's hub configs)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+    /// libtorch intra-op threads (default: libtorch's, one per physical core)
     #[arg(long)]
     pub threads: Option<usize>,
 }

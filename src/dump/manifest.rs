@@ -64,6 +64,32 @@ pub struct FileIdentity {
 impl FileIdentity {
     /// The identity of a file's contents, already read into memory (so that the hash describes
     /// exactly the bytes that were used).
+    /// The identity of a file read from disk in chunks (multi-GB checkpoints are never held in
+    /// memory for hashing). Progress is reported to `on_bytes` as the file is read.
+    pub fn of_file(path: &Path, mut on_bytes: impl FnMut(u64)) -> std::io::Result<FileIdentity> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            on_bytes(n as u64);
+        }
+        Ok(FileIdentity {
+            path: path.display().to_string(),
+            size,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+
     pub fn of_bytes(path: &Path, bytes: &[u8]) -> FileIdentity {
         FileIdentity {
             path: path.display().to_string(),

@@ -1,5 +1,7 @@
-//! What dinodiff knows about DINOv3: the canonical stage vocabulary and the hub variants.
+//! What dinodiff knows about DINOv3: the canonical stage vocabulary, the hub
+//! variants and the key set of Meta's checkpoints.
 
+pub mod checkpoint;
 pub mod stages;
 pub mod variant;
 

@@ -1,0 +1,314 @@
+//! `dinodiff capture meta` (feature `torch`): Meta's DINOv3 from its `.pth`, run natively in
+//! libtorch, every canonical stage streamed into a dump.
+//!
+//! Contract:
+//! - the checkpoint is sniffed ([`super::pth`]), read with `tch::Tensor::loadz_multi`, and checked
+//!   strictly ([`crate::model::checkpoint`]): one error lists every missing, unexpected and
+//!   mis-shaped key. Without `--variant` the architecture is read off the shapes; with it, a
+//!   checkpoint of another architecture is refused with what the checkpoint looks like;
+//! - its sha256 is computed while libtorch reads it and recorded with its size in the manifest,
+//!   along with the libtorch version, device, dtype, thread count, variant and the input's hash;
+//! - stages are written by a second thread while the forward runs (bounded queue), in execution
+//!   order; the dump appears only when complete ([`crate::dump::DumpWriter`]);
+//! - on CPU, two captures of the same input with the same thread count write identical tensors.
+
+pub mod forward;
+
+use super::Precision;
+use super::input::{InputSource, ModelInput};
+use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
+use crate::model::checkpoint::{self, Architecture, Shapes};
+use crate::model::{Stage, Variant};
+use anyhow::{Context, Result, bail};
+use forward::MetaVit;
+use safetensors::Dtype;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// The libtorch version this binary was built against (from the torch wheel's version.py).
+pub const LIBTORCH_VERSION: &str = env!("DINODIFF_LIBTORCH_VERSION");
+
+pub struct MetaOptions {
+    pub weights: PathBuf,
+    pub variant: Option<String>,
+    pub input: InputSource,
+    pub output: PathBuf,
+    pub device: String,
+    pub precision: Precision,
+    pub threads: Option<usize>,
+}
+
+/// What a capture did, for the summary line.
+pub struct MetaCapture {
+    pub written: WrittenDump,
+    pub variant: String,
+    pub threads: i32,
+    pub load: Duration,
+    /// Wall time of the forward with the stages streamed out.
+    pub forward: Duration,
+    pub finish: Duration,
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    let cuda_index = match spec {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => Some(0),
+        s => s.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()),
+    };
+    let Some(index) = cuda_index else {
+        bail!("--device {spec:?}: expected cpu, cuda or cuda:N");
+    };
+    if !tch::Cuda::is_available() {
+        bail!(
+            "--device {spec}: libtorch finds no CUDA device on this machine (no GPU, no driver, or \
+             a CPU-only libtorch). Use --device cpu"
+        );
+    }
+    let count = tch::Cuda::device_count();
+    if index as i64 >= count {
+        bail!("--device {spec}: this machine has {count} CUDA device(s), numbered from 0");
+    }
+    Ok(Device::Cuda(index))
+}
+
+fn kind_of(p: Precision) -> Kind {
+    match p {
+        Precision::F32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+        Precision::F16 => Kind::Half,
+    }
+}
+
+fn dtype_of(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Double => Dtype::F64,
+        other => bail!("no dump dtype for libtorch kind {other:?}"),
+    })
+}
+
+/// Reads the checkpoint; errors name the file and say what to do.
+fn load_checkpoint(path: &std::path::Path) -> Result<Vec<(String, Tensor)>> {
+    super::pth::sniff(path)?;
+    match Tensor::loadz_multi(path) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            // libtorch's message carries a C++ backtrace after the first line.
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("").trim();
+            bail!(
+                "libtorch cannot load the checkpoint {}: {first}. A Meta checkpoint is a \
+                 torch.save'd state dict of tensors",
+                path.display()
+            )
+        }
+    }
+}
+
+/// Picks the architecture: inferred, or the requested variant's when the checkpoint agrees.
+fn resolve_architecture(
+    path: &std::path::Path,
+    shapes: &Shapes,
+    requested: Option<&Variant>,
+) -> Result<(Architecture, String)> {
+    let shown = path.display();
+    let inferred = Architecture::infer(shapes);
+    let arch = match (requested, &inferred) {
+        (None, Ok(arch)) => *arch,
+        (None, Err(why)) => bail!(
+            "cannot tell which DINOv3 {shown} holds: {why}. Is it a DINOv3 ViT backbone \
+             checkpoint with Meta's key names (cls_token, blocks.0.attn.qkv.weight, ...)?"
+        ),
+        (Some(v), _) => {
+            let wanted = Architecture::from_variant(v);
+            if let Ok(found) = &inferred {
+                let found_plain = Architecture {
+                    local_cls_norm: false,
+                    ..*found
+                };
+                if found_plain != wanted {
+                    let name = found
+                        .hub_variant()
+                        .map_or("no hub variant".to_string(), |h| format!("that is {}", h.name));
+                    bail!(
+                        "{shown} is not a {} checkpoint: it holds {found} ({name}), while {} is \
+                         {wanted}. Omit --variant to run what the checkpoint holds",
+                        v.name,
+                        v.name
+                    );
+                }
+            }
+            wanted
+        }
+    };
+    let problems = checkpoint::check(shapes, &arch);
+    let name = arch
+        .hub_variant()
+        .map_or_else(|| "custom".to_string(), |v| v.name.to_string());
+    if !problems.is_empty() {
+        bail!(
+            "{shown} does not load strictly as DINOv3 {name} ({arch}): {problems}"
+        );
+    }
+    Ok((arch, name))
+}
+
+fn check_input(input: &ModelInput, arch: &Architecture, from: &InputSource) -> Result<()> {
+    let [_, c, h, w] = input.shape;
+    let p = arch.patch_size;
+    if c != arch.in_chans || h == 0 || w == 0 || h % p != 0 || w % p != 0 {
+        let what = match from {
+            InputSource::Dump(path) => format!("the input {}", path.display()),
+            InputSource::Image { path, .. } => format!("the input prepared from {}", path.display()),
+        };
+        bail!(
+            "{what} is {:?}, but the model takes [1, {}, H, W] with H and W multiples of its \
+             patch size {p}; prepare it with `dinodiff prep --size 224`",
+            input.shape,
+            arch.in_chans
+        );
+    }
+    Ok(())
+}
+
+type Stream = (String, TensorRecord, Tensor);
+
+/// Drains the queue into the dump: each tensor is made contiguous on the CPU and its bytes written.
+fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result<DumpWriter> {
+    for (name, record, tensor) in queue {
+        let tensor = tensor
+            .f_to_device(Device::Cpu)
+            .and_then(|t| t.f_contiguous())
+            .with_context(|| format!("copying stage {name} to the CPU"))?;
+        let dtype = dtype_of(tensor.kind())?;
+        let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+        let len = tensor.numel() * tensor.kind().elt_size_in_bytes();
+        // SAFETY: `tensor` is a contiguous CPU tensor that lives until the end of this iteration;
+        // its storage holds exactly `numel * element size` bytes from `data_ptr`.
+        let bytes = unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const u8, len) };
+        writer.write(&name, record, dtype, &shape, bytes)?;
+    }
+    Ok(writer)
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("dump tensors are little-endian; the meta capture copies libtorch's native bytes");
+
+pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
+    let device = parse_device(&opts.device)?;
+    let requested = opts.variant.as_deref().map(Variant::lookup).transpose()?;
+    if let Some(n) = opts.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        tch::set_num_threads(n as i32);
+    }
+    let threads = tch::get_num_threads();
+    let kind = kind_of(opts.precision);
+    let input = opts.input.load()?;
+
+    let started = Instant::now();
+    // Hash while libtorch reads: both stream the same file, mostly from the page cache.
+    let hashing = {
+        let path = opts.weights.clone();
+        std::thread::spawn(move || FileIdentity::of_file(&path, |_| {}))
+    };
+    let tensors = load_checkpoint(&opts.weights);
+    let identity = hashing.join().expect("the hashing thread does not panic");
+    let tensors = tensors?;
+    let identity = identity
+        .with_context(|| format!("hashing the checkpoint {}", opts.weights.display()))?;
+    let shapes: Shapes = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
+        .collect();
+    let (arch, variant) = resolve_architecture(&opts.weights, &shapes, requested.as_ref())?;
+    if let Some((name, t)) = tensors.iter().find(|(_, t)| !t.is_floating_point()) {
+        bail!(
+            "{}: tensor {name} is {:?}; every tensor of a DINOv3 checkpoint is floating point",
+            opts.weights.display(),
+            t.kind()
+        );
+    }
+    check_input(&input, &arch, &opts.input)?;
+    let model = MetaVit::new(arch, tensors, kind, device)?;
+    let load = started.elapsed();
+
+    let mut manifest = Manifest::for_this_process(SourceKind::Meta);
+    manifest.model = Some(identity);
+    manifest.variant = Some(variant.clone());
+    manifest
+        .frameworks
+        .insert("libtorch".into(), LIBTORCH_VERSION.into());
+    manifest.frameworks.insert("tch".into(), "0.26.0".into());
+    manifest.device = Some(format!("{device:?}").to_lowercase());
+    manifest.dtype = Some(opts.precision.name().into());
+    manifest.input = Some(input.provenance.clone());
+    manifest.extra.insert(
+        "meta".into(),
+        json!({
+            "threads": threads,
+            "architecture": arch.to_string(),
+            "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
+        }),
+    );
+    let mut writer = DumpWriter::create(&opts.output, manifest)?;
+    writer.write(
+        "input",
+        TensorRecord {
+            native: "input".into(),
+            stage: Some("input".into()),
+            ..Default::default()
+        },
+        Dtype::F32,
+        &input.shape,
+        &input.bytes(),
+    )?;
+
+    let forward_started = Instant::now();
+    let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+    let x = Tensor::f_from_slice(&input.data)?
+        .f_reshape(&shape)?
+        .f_to_device(device)?
+        .f_to_kind(kind)?;
+    let (queue, stages) = mpsc::sync_channel::<Stream>(32);
+    let write_thread = std::thread::spawn(move || write_stages(writer, stages));
+    let bar = crate::progress::count_bar(arch.depth as u64, "blocks");
+    let mut sink = |stage: &str, native: String, t: &Tensor| -> Result<()> {
+        debug_assert!(Stage::parse(stage).is_some(), "{stage} is canonical");
+        if stage.ends_with(".output") {
+            bar.inc(1);
+        }
+        let record = TensorRecord {
+            native,
+            stage: Some(stage.to_string()),
+            ..Default::default()
+        };
+        queue
+            .send((stage.to_string(), record, t.shallow_clone()))
+            .map_err(|_| anyhow::anyhow!("the dump writer stopped"))
+    };
+    let ran = model.forward(&x, &mut sink);
+    drop(queue);
+    bar.finish_and_clear();
+    let writer = write_thread.join().expect("the writer thread does not panic");
+    // A writer error explains a failed send better than the send does.
+    let writer = writer?;
+    ran?;
+    let forward = forward_started.elapsed();
+    let finish_started = Instant::now();
+    let written = writer.finish()?;
+    Ok(MetaCapture {
+        written,
+        variant,
+        threads,
+        load,
+        forward,
+        finish: finish_started.elapsed(),
+    })
+}
