@@ -162,6 +162,7 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         device: args.device,
         precision: args.dtype,
         threads: args.threads,
+        only: crate::capture::StageFilter::new(&args.only)?,
     };
     let done = meta::capture(&opts)?;
     eprintln!(

@@ -154,6 +154,9 @@ pub struct CaptureMetaArgs {
     /// libtorch intra-op threads (default: libtorch's, one per physical core)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep only the stages whose name matches one of these regexes (`input` is always kept)
+    #[arg(long, value_name = "REGEX", num_args = 1..)]
+    pub only: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -71,7 +71,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
             "image_size": opts.image_size,
         }),
     );
-    let mut w = DumpWriter::create(out, manifest)?;
+    let mut w = DumpWriter::create_for(out, manifest, names.len())?;
     let mut buf: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     for (i, name) in names.iter().enumerate() {

@@ -123,6 +123,7 @@ fn prep_errors_exit_2() {
     assert!(!dir.path().join("in.st").exists());
 }
 
+#[cfg(not(feature = "torch"))]
 #[test]
 fn capture_meta_without_the_torch_feature_says_how_to_get_it() {
     dinodiff()

@@ -12,6 +12,7 @@ Faithful to Meta's files where it matters for parity:
   is zero (Meta's training never needs it; models without the mask then agree with Meta);
 - LayerScale gammas log-uniform in [1e-2, 1] (trained-like, not the 1e-5 init), LayerNorm
   weights around 1, `mask_token` zeros, the 7B model without qkv bias;
+- `local_cls_norm.*` for the models that carry it (ViT-7B, satellite ViT-L; unused in eval);
 - everything f32, as in Meta's released `.pth` files.
 The values are a function of the seed and the key name only (one generator per key), so a tiny
 config's weights do not shift when another key is added.
@@ -58,7 +59,8 @@ def uniform(seed, key, shape, lo, hi):
     return lo + (hi - lo) * torch.rand(shape, generator=generator(seed, key))
 
 
-def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed):
+def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_norm=False,
+                    cls_norm=False):
     if dim % heads or (dim // heads) % 4:
         sys.exit(f"embed dim {dim} must split into {heads} heads of a multiple of 4")
     hd = dim // heads
@@ -104,6 +106,10 @@ def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed):
             linear(f"{b}.mlp.w3", dim, hidden)
         sd[f"{b}.ls2.gamma"] = torch.exp(uniform(seed, f"{b}.ls2.gamma", (dim,), math.log(1e-2), 0))
     layernorm("norm")
+    if cls_norm:  # untie_cls_and_patch_norms
+        layernorm("cls_norm")
+    if local_cls_norm:  # untie_global_and_local_cls_norm (ViT-7B, satellite ViT-L): training only
+        layernorm("local_cls_norm")
     return {k: v.contiguous() for k, v in sd.items()}
 
 
@@ -117,6 +123,9 @@ def main():
     p.add_argument("--ffn", choices=["mlp", "swiglu8", "swiglu64"], help="override")
     p.add_argument("--ffn-ratio", type=float, help="override")
     p.add_argument("--no-qkv-bias", action="store_true", help="override: no qkv bias (as 7B)")
+    p.add_argument("--local-cls-norm", action="store_true",
+                   help="add local_cls_norm.* (default for vit7b16 and *_sat493m names)")
+    p.add_argument("--cls-norm", action="store_true", help="add cls_norm.* (untied cls norm)")
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args()
     name = a.variant.removeprefix("dinov3_").split("_pretrain")[0]
@@ -129,7 +138,9 @@ def main():
     ffn = a.ffn or ffn
     ratio = a.ffn_ratio or ratio
     qkv_bias = qkv_bias and not a.no_qkv_bias
-    sd = make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, a.seed)
+    local_cls_norm = a.local_cls_norm or name == "vit7b16" or a.variant.endswith("sat493m")
+    sd = make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, a.seed,
+                         local_cls_norm=local_cls_norm, cls_norm=a.cls_norm)
     tmp = a.output + ".partial"
     torch.save(sd, tmp)
     import os

@@ -98,7 +98,12 @@ mod tests {
         let e = sniff(f.path()).unwrap_err().to_string();
         assert!(e.contains("is not a PyTorch checkpoint"), "{e}");
         let f = file_with(b"PK");
-        assert!(sniff(f.path()).unwrap_err().to_string().contains("is not a PyTorch checkpoint"));
+        assert!(
+            sniff(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("is not a PyTorch checkpoint")
+        );
         let mut bytes = LOCAL_HEADER.to_vec();
         bytes.extend([7u8; 200_000]);
         let f = file_with(&bytes);

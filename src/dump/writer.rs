@@ -4,8 +4,10 @@
 //! - tensors are appended one at a time with [`DumpWriter::write`]; their bytes go straight to a
 //!   temporary data file beside the target, so memory use does not grow with the dump;
 //! - [`DumpWriter::finish`] writes the safetensors header (with the manifest) and the data into a
-//!   second temporary file in the target's directory and renames it onto the target: the target
-//!   path only ever holds a complete dump. A writer dropped or killed before `finish` leaves nothing
+//!   second temporary file in the target's directory, syncs it and renames it onto the target: the
+//!   target path only ever holds a complete dump. A writer made with [`DumpWriter::create_for`]
+//!   leaves room for the header in front of the data, so `finish` writes the header there
+//!   (padded with spaces) and renames the data file itself, without copying the data. A writer dropped or killed before `finish` leaves nothing
 //!   at the target (a killed process may leave `.NAME.partial-*` / `.NAME.data-*` files beside it,
 //!   never the target itself);
 //! - tensor names are unique; the data order is the write order, which is also the manifest's
@@ -36,13 +38,38 @@ pub struct DumpWriter {
     names: HashSet<String>,
     offset: usize,
     manifest: Manifest,
+    /// Bytes left at the start of the data file for the header (0: none, copy at finish).
+    reserve: u64,
 }
 
 impl DumpWriter {
     /// Starts a dump that will appear at `target` when [`finish`](Self::finish) succeeds.
     pub fn create(target: &Path, manifest: Manifest) -> Result<DumpWriter> {
+        Self::create_inner(target, manifest, 0)
+    }
+
+    /// Like [`create`](Self::create), for a writer that knows about how many tensors will come:
+    /// room for the header is left at the start of the data file, so that `finish` writes the
+    /// header in place (padded with spaces, as safetensors allows) instead of copying the data
+    /// behind it. When the header turns out larger than the room, `finish` copies as usual.
+    pub fn create_for(target: &Path, manifest: Manifest, tensors: usize) -> Result<DumpWriter> {
+        let manifest_len = serde_json::to_vec(&manifest).map_or(0, |m| m.len());
+        // Per tensor: its header entry (~100 bytes) and its manifest record and order entry
+        // (~150 bytes plus the native name), escaped once more inside the metadata string.
+        let reserve = (2 * manifest_len + 64 * 1024 + 1024 * tensors).next_multiple_of(8);
+        Self::create_inner(target, manifest, reserve as u64)
+    }
+
+    fn create_inner(target: &Path, manifest: Manifest, reserve: u64) -> Result<DumpWriter> {
         let dir = parent_dir(target);
-        let data = tempfile::Builder::new()
+        let mut builder = tempfile::Builder::new();
+        // The data file becomes the dump when the header fits in front of it.
+        #[cfg(unix)]
+        if reserve > 0 {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut data = builder
             .prefix(&temp_prefix(target, "data"))
             .tempfile_in(&dir)
             .with_context(|| {
@@ -52,6 +79,9 @@ impl DumpWriter {
                     target.display()
                 )
             })?;
+        data.as_file_mut()
+            .seek(SeekFrom::Start(reserve))
+            .with_context(|| format!("preparing the dump {}", target.display()))?;
         Ok(DumpWriter {
             target: target.to_path_buf(),
             data: BufWriter::with_capacity(1 << 20, data),
@@ -59,6 +89,7 @@ impl DumpWriter {
             names: HashSet::new(),
             offset: 0,
             manifest,
+            reserve,
         })
     }
 
@@ -124,14 +155,34 @@ impl DumpWriter {
             data,
             infos,
             manifest,
+            reserve,
             ..
         } = self;
         let tensors = infos.len();
-        let header = header_bytes(&manifest, infos)?;
+        let mut header = header_bytes(&manifest, infos)?;
         let mut data = data
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("flushing the data of {}", target.display()))?;
+        let context = || format!("writing {}", target.display());
+        if reserve > 0 && 8 + header.len() as u64 <= reserve {
+            header.resize(reserve as usize - 8, b' ');
+            let file = data.as_file_mut();
+            file.seek(SeekFrom::Start(0)).with_context(context)?;
+            file.write_all(&(header.len() as u64).to_le_bytes())
+                .with_context(context)?;
+            file.write_all(&header).with_context(context)?;
+            file.sync_all().with_context(context)?;
+            let bytes = file.metadata().with_context(context)?.len();
+            data.persist(&target)
+                .map_err(|e| e.error)
+                .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+            return Ok(WrittenDump {
+                path: target,
+                tensors,
+                bytes,
+            });
+        }
         let dir = parent_dir(&target);
         let mut builder = tempfile::Builder::new();
         // A finished dump gets the permissions of any new file (0666 minus the umask).
@@ -144,14 +195,15 @@ impl DumpWriter {
             .prefix(&temp_prefix(&target, "partial"))
             .tempfile_in(&dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        let context = || format!("writing {}", target.display());
         let mut out_file = out.as_file();
         out_file
             .write_all(&(header.len() as u64).to_le_bytes())
             .with_context(context)?;
         out_file.write_all(&header).with_context(context)?;
         let data_file = data.as_file_mut();
-        data_file.seek(SeekFrom::Start(0)).with_context(context)?;
+        data_file
+            .seek(SeekFrom::Start(reserve))
+            .with_context(context)?;
         // std::io::copy uses copy_file_range on Linux: an in-kernel copy, no user-space buffer.
         std::io::copy(data_file, &mut out_file).with_context(context)?;
         out_file.sync_all().with_context(context)?;

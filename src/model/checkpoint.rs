@@ -5,8 +5,9 @@
 //! Contract:
 //! - [`Architecture::infer`] reads the architecture from shapes alone: D from `cls_token`, the
 //!   head dim from `rope_embed.periods` (hd / 4 entries), depth from the `blocks.<i>.` prefixes, the
-//!   feed-forward kind and width from `blocks.0.mlp.fc1` (Mlp) or `blocks.0.mlp.w1` (SwiGLU), qkv
-//!   bias and its K mask from `blocks.0.attn.qkv.{bias,bias_mask}`, untied norms from
+//!   feed-forward kind and width from `mlp.fc1` (Mlp) or `mlp.w1` (SwiGLU), qkv bias and its K
+//!   mask from `attn.qkv.{bias,bias_mask}` (each from the first block that has it, so a key
+//!   missing from one block is reported missing), untied norms from
 //!   `cls_norm.*` / `local_cls_norm.*`;
 //! - [`Architecture::expected_keys`] is the complete key set of Meta's `DinoVisionTransformer`
 //!   with that architecture (what `load_state_dict(strict=True)` demands);
@@ -110,22 +111,39 @@ impl Architecture {
         }
         let depth = shapes
             .keys()
-            .filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|k| {
+                k.strip_prefix("blocks.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
             .max()
             .map_or(0, |i| i + 1);
         if depth == 0 {
             return Err("it has no `blocks.<i>.*` keys".into());
         }
-        let (ffn, ffn_hidden) = if let Ok(s) = get("blocks.0.mlp.fc1.weight", 2) {
+        // Per-block facts come from the first block that shows them, so that a key missing from
+        // block 0 is reported as missing rather than changing the architecture.
+        let in_any_block = |suffix: &str| {
+            (0..depth).find_map(|b| {
+                shapes
+                    .get(&format!("blocks.{b}.{suffix}"))
+                    .filter(|s| s.len() == 2)
+            })
+        };
+        let (ffn, ffn_hidden) = if let Some(s) = in_any_block("mlp.fc1.weight") {
             (FfnKind::Mlp, s[0])
-        } else if let Ok(s) = get("blocks.0.mlp.w1.weight", 2) {
+        } else if let Some(s) = in_any_block("mlp.w1.weight") {
             (FfnKind::SwiGlu, s[0])
         } else {
             return Err(
-                "it has neither `blocks.0.mlp.fc1.weight` (Mlp) nor `blocks.0.mlp.w1.weight` (SwiGLU)"
+                "it has neither `blocks.<i>.mlp.fc1.weight` (Mlp) nor `blocks.<i>.mlp.w1.weight` (SwiGLU)"
                     .into(),
             );
         };
+        let in_any_block_1d =
+            |suffix: &str| (0..depth).any(|b| shapes.contains_key(&format!("blocks.{b}.{suffix}")));
         let storage_tokens = match shapes.get("storage_tokens") {
             Some(s) if s.len() == 3 => s[1],
             _ => 0,
@@ -136,8 +154,8 @@ impl Architecture {
             heads: embed_dim / head_dim,
             ffn,
             ffn_hidden,
-            qkv_bias: shapes.contains_key("blocks.0.attn.qkv.bias"),
-            qkv_bias_mask: shapes.contains_key("blocks.0.attn.qkv.bias_mask"),
+            qkv_bias: in_any_block_1d("attn.qkv.bias"),
+            qkv_bias_mask: in_any_block_1d("attn.qkv.bias_mask"),
             storage_tokens,
             patch_size,
             in_chans,
@@ -175,7 +193,13 @@ impl Architecture {
         };
         for b in 0..self.depth {
             norm(&mut put, &format!("blocks.{b}.norm1"));
-            linear(&mut put, &format!("blocks.{b}.attn.qkv"), 3 * d, d, self.qkv_bias);
+            linear(
+                &mut put,
+                &format!("blocks.{b}.attn.qkv"),
+                3 * d,
+                d,
+                self.qkv_bias,
+            );
             if self.qkv_bias && self.qkv_bias_mask {
                 put(format!("blocks.{b}.attn.qkv.bias_mask"), &[3 * d]);
             }
@@ -319,7 +343,9 @@ pub fn check(shapes: &Shapes, arch: &Architecture) -> KeyProblems {
     for (k, want) in &expected {
         match shapes.get(k) {
             None => problems.missing.push(k.clone()),
-            Some(s) if s != want => problems.misshaped.push((k.clone(), s.clone(), want.clone())),
+            Some(s) if s != want => problems
+                .misshaped
+                .push((k.clone(), s.clone(), want.clone())),
             Some(_) => {}
         }
     }
@@ -382,7 +408,14 @@ mod tests {
             ..hub("vitl16")
         };
         let keys = arch.expected_keys();
-        assert_eq!(Architecture::infer(&keys).unwrap().hub_variant().unwrap().name, "vitl16");
+        assert_eq!(
+            Architecture::infer(&keys)
+                .unwrap()
+                .hub_variant()
+                .unwrap()
+                .name,
+            "vitl16"
+        );
         assert!(check(&keys, &hub("vitl16")).is_empty());
     }
 
@@ -417,6 +450,19 @@ mod tests {
             p.to_string(),
             "2 missing keys (blocks.2.norm2.weight, blocks.10.ls1.gamma); \
              1 unexpected key (head.weight); 1 mis-shaped key (norm.bias is [383], expected [384])"
+        );
+    }
+
+    #[test]
+    fn a_key_missing_from_block_0_does_not_change_the_architecture() {
+        let arch = hub("vits16");
+        let mut keys = arch.expected_keys();
+        keys.remove("blocks.0.attn.qkv.bias_mask");
+        keys.remove("blocks.0.mlp.fc1.weight");
+        assert_eq!(Architecture::infer(&keys).unwrap(), arch);
+        assert_eq!(
+            check(&keys, &arch).missing,
+            ["blocks.0.attn.qkv.bias_mask", "blocks.0.mlp.fc1.weight"]
         );
     }
 

@@ -50,7 +50,9 @@ impl MetaVit {
             let t = t
                 .f_to_device(device)
                 .and_then(|t| t.f_to_kind(want))
-                .with_context(|| format!("moving checkpoint tensor {name} to {device:?} {want:?}"))?;
+                .with_context(|| {
+                    format!("moving checkpoint tensor {name} to {device:?} {want:?}")
+                })?;
             weights.insert(name, t);
         }
         Ok(MetaVit {
@@ -64,7 +66,9 @@ impl MetaVit {
     fn w(&self, key: &str) -> Result<&Tensor> {
         match self.weights.get(key) {
             Some(t) => Ok(t),
-            None => bail!("checkpoint tensor {key} is missing (the key check should have caught this)"),
+            None => {
+                bail!("checkpoint tensor {key} is missing (the key check should have caught this)")
+            }
         }
     }
 
@@ -184,7 +188,14 @@ impl MetaVit {
         Ok(())
     }
 
-    fn block(&self, i: usize, x: &Tensor, sin: &Tensor, cos: &Tensor, sink: &mut Sink) -> Result<Tensor> {
+    fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        sin: &Tensor,
+        cos: &Tensor,
+        sink: &mut Sink,
+    ) -> Result<Tensor> {
         let a = &self.arch;
         let pre = format!("blocks.{i}");
         let stage = |s: &str| format!("blocks.{i}.{s}");
@@ -198,10 +209,12 @@ impl MetaVit {
         let qkv_weight = self.w(&format!("{pre}.attn.qkv.weight"))?;
         let qkv_bias = match self.weights.get(&format!("{pre}.attn.qkv.bias")) {
             None => None,
-            Some(bias) => Some(match self.weights.get(&format!("{pre}.attn.qkv.bias_mask")) {
-                Some(mask) => bias.f_mul(&mask.f_to_kind(bias.kind())?)?,
-                None => bias.shallow_clone(),
-            }),
+            Some(bias) => Some(
+                match self.weights.get(&format!("{pre}.attn.qkv.bias_mask")) {
+                    Some(mask) => bias.f_mul(&mask.f_to_kind(bias.kind())?)?,
+                    None => bias.shallow_clone(),
+                },
+            ),
         };
         let qkv = norm1.f_linear(qkv_weight, qkv_bias.as_ref())?;
         sink(&stage("attn.qkv"), format!("{pre}.attn.qkv"), &qkv)?;
@@ -241,7 +254,11 @@ impl MetaVit {
         let ls1 = attn.f_mul(self.w(&format!("{pre}.ls1.gamma"))?)?;
         sink(&stage("ls1"), format!("{pre}.ls1"), &ls1)?;
         let residual1 = x.f_add(&ls1)?;
-        sink(&stage("residual1"), format!("{pre} x + ls1(attn)"), &residual1)?;
+        sink(
+            &stage("residual1"),
+            format!("{pre} x + ls1(attn)"),
+            &residual1,
+        )?;
 
         let norm2 = self.layer_norm(&residual1, &format!("{pre}.norm2"))?;
         sink(&stage("norm2"), format!("{pre}.norm2"), &norm2)?;

@@ -39,6 +39,7 @@ pub struct MetaOptions {
     pub device: String,
     pub precision: Precision,
     pub threads: Option<usize>,
+    pub only: super::StageFilter,
 }
 
 /// What a capture did, for the summary line.
@@ -56,7 +57,9 @@ fn parse_device(spec: &str) -> Result<Device> {
     let cuda_index = match spec {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => Some(0),
-        s => s.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()),
+        s => s
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok()),
     };
     let Some(index) = cuda_index else {
         bail!("--device {spec:?}: expected cpu, cuda or cuda:N");
@@ -134,7 +137,9 @@ fn resolve_architecture(
                 if found_plain != wanted {
                     let name = found
                         .hub_variant()
-                        .map_or("no hub variant".to_string(), |h| format!("that is {}", h.name));
+                        .map_or("no hub variant".to_string(), |h| {
+                            format!("that is {}", h.name)
+                        });
                     bail!(
                         "{shown} is not a {} checkpoint: it holds {found} ({name}), while {} is \
                          {wanted}. Omit --variant to run what the checkpoint holds",
@@ -151,9 +156,7 @@ fn resolve_architecture(
         .hub_variant()
         .map_or_else(|| "custom".to_string(), |v| v.name.to_string());
     if !problems.is_empty() {
-        bail!(
-            "{shown} does not load strictly as DINOv3 {name} ({arch}): {problems}"
-        );
+        bail!("{shown} does not load strictly as DINOv3 {name} ({arch}): {problems}");
     }
     Ok((arch, name))
 }
@@ -164,7 +167,9 @@ fn check_input(input: &ModelInput, arch: &Architecture, from: &InputSource) -> R
     if c != arch.in_chans || h == 0 || w == 0 || h % p != 0 || w % p != 0 {
         let what = match from {
             InputSource::Dump(path) => format!("the input {}", path.display()),
-            InputSource::Image { path, .. } => format!("the input prepared from {}", path.display()),
+            InputSource::Image { path, .. } => {
+                format!("the input prepared from {}", path.display())
+            }
         };
         bail!(
             "{what} is {:?}, but the model takes [1, {}, H, W] with H and W multiples of its \
@@ -221,8 +226,8 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let tensors = load_checkpoint(&opts.weights);
     let identity = hashing.join().expect("the hashing thread does not panic");
     let tensors = tensors?;
-    let identity = identity
-        .with_context(|| format!("hashing the checkpoint {}", opts.weights.display()))?;
+    let identity =
+        identity.with_context(|| format!("hashing the checkpoint {}", opts.weights.display()))?;
     let shapes: Shapes = tensors
         .iter()
         .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
@@ -257,7 +262,11 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
-    let mut writer = DumpWriter::create(&opts.output, manifest)?;
+    let stages = crate::model::stages::all_names(arch.depth)
+        .iter()
+        .filter(|s| opts.only.keeps(s))
+        .count();
+    let mut writer = DumpWriter::create_for(&opts.output, manifest, stages)?;
     writer.write(
         "input",
         TensorRecord {
@@ -284,6 +293,9 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         if stage.ends_with(".output") {
             bar.inc(1);
         }
+        if !opts.only.keeps(stage) {
+            return Ok(());
+        }
         let record = TensorRecord {
             native,
             stage: Some(stage.to_string()),
@@ -296,7 +308,9 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let ran = model.forward(&x, &mut sink);
     drop(queue);
     bar.finish_and_clear();
-    let writer = write_thread.join().expect("the writer thread does not panic");
+    let writer = write_thread
+        .join()
+        .expect("the writer thread does not panic");
     // A writer error explains a failed send better than the send does.
     let writer = writer?;
     ran?;
