@@ -184,6 +184,14 @@ pub fn render(r: &DiffReport, style: &TableStyle) -> String {
             detail("first over tolerance", f);
             detail("worst", w);
         }
+        (None, Some(w))
+            if r.pairs[w]
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.max_abs == 0.0 && m.nonfinite_mismatches == 0) =>
+        {
+            let _ = writeln!(out, "every compared pair is equal: max|Δ| 0 everywhere");
+        }
         (None, Some(w)) => detail("largest difference", w),
         _ => {}
     }

@@ -289,7 +289,7 @@ impl MetaVit {
         let ls2 = mlp.f_mul(self.w(&format!("{pre}.ls2.gamma"))?)?;
         sink(&stage("ls2"), format!("{pre}.ls2"), &ls2)?;
         let output = residual1.f_add(&ls2)?;
-        sink(&stage("output"), format!("{pre}"), &output)?;
+        sink(&stage("output"), pre.clone(), &output)?;
         Ok(output)
     }
 
