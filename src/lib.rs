@@ -3,7 +3,8 @@
 //! The library holds all logic; `main.rs` only parses the command line and maps errors to exit
 //! codes. Modules, one concern each:
 //! - [`dump`]: the `.st` format (manifest, streaming writer, validating reader);
-//! - [`model`]: DINOv3 variants and the canonical stage vocabulary;
+//! - [`model`]: DINOv3 variants, the canonical stage vocabulary, Meta's checkpoint keys;
+//! - [`onnx`]: the ONNX protobuf subset and local-function inlining;
 //! - [`capture`]: capture backends and the shared model input (`prep`);
 //! - [`align`], [`metrics`], [`diff`], [`report`]: the comparison and its renderers;
 //! - [`inspect`], [`synth`]: the other subcommands;
@@ -19,6 +20,7 @@ pub mod exit;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod progress;
 pub mod report;
 pub mod synth;
