@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
+        Command::Capture(CaptureCommand::Onnx(args)) => run_capture_onnx(args),
         Command::Synth(args) => {
             let drift = match &args.drift {
                 None => None,
@@ -188,4 +189,35 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
          Rebuild with `cargo build --release --features torch` (libtorch comes from the \
          torch==2.13.0 wheel; `tools/dev setup` does all of it, see docs/capture-meta.md)"
     )
+}
+
+fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
+    use crate::capture::onnx;
+    let opts = onnx::OnnxOptions {
+        input: input_source(&args.input, &args.transform),
+        model: args.model,
+        output: args.output,
+        only: crate::capture::StageFilter::new(&args.only)?,
+        opt_level: args.opt_level,
+        threads: args.threads,
+        ort_lib: args.ort_lib,
+    };
+    let done = onnx::capture(&opts)?;
+    eprintln!(
+        "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, marked run {:.3} s; \
+         final outputs {} the unmarked run's (ONNX Runtime from {})",
+        done.written.path.display(),
+        done.written.tensors,
+        done.written.bytes,
+        done.values,
+        done.calls_inlined,
+        done.run.as_secs_f64(),
+        if done.observer_effect {
+            "DIFFER from"
+        } else {
+            "bit-identical to"
+        },
+        done.runtime.display()
+    );
+    Ok(exit::WITHIN_TOLERANCE)
 }

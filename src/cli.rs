@@ -128,6 +128,35 @@ pub struct ImageTransformArgs {
 pub enum CaptureCommand {
     /// Meta's DINOv3 from its .pth checkpoint, natively in libtorch (needs the `torch` feature)
     Meta(CaptureMetaArgs),
+    /// Any ONNX model through ONNX Runtime: every intermediate value, inside local functions too
+    Onnx(CaptureOnnxArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureOnnxArgs {
+    /// The ONNX model (external data files beside it are found)
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub transform: ImageTransformArgs,
+    /// The dump to write
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Keep only the values whose name matches one of these regexes (the model's outputs and
+    /// `input` are always kept)
+    #[arg(long, value_name = "REGEX", num_args = 1..)]
+    pub only: Vec<String>,
+    /// ONNX Runtime graph optimizations, for both the marked and the unmarked run
+    #[arg(long, value_enum, default_value_t = crate::capture::onnx::OptLevel::Disable)]
+    pub opt_level: crate::capture::onnx::OptLevel,
+    /// ONNX Runtime intra-op threads (default: ONNX Runtime's)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// libonnxruntime.so to load (else ORT_DYLIB_PATH, else the Python onnxruntime package)
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -3,10 +3,12 @@
 //! - [`input`]: the model input shared by all backends (`dinodiff prep`).
 //! - [`pth`]: a first check of `.pth` checkpoints (any build).
 //! - `meta` (feature `torch`): Meta's DINOv3 natively in libtorch (docs/capture-meta.md).
+//! - [`onnx`]: any ONNX model through ONNX Runtime, loaded at run time.
 
 pub mod input;
 #[cfg(feature = "torch")]
 pub mod meta;
+pub mod onnx;
 pub mod pth;
 
 /// The compute dtype of a capture.

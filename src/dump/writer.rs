@@ -148,6 +148,11 @@ impl DumpWriter {
         Ok(())
     }
 
+    /// Adds a backend-wide fact to the manifest (`extra`), e.g. one learnt while capturing.
+    pub fn annotate(&mut self, key: &str, value: serde_json::Value) {
+        self.manifest.extra.insert(key.to_string(), value);
+    }
+
     /// Writes header + data to a temporary file and renames it onto the target.
     pub fn finish(self) -> Result<WrittenDump> {
         let DumpWriter {

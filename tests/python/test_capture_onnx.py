@@ -1,0 +1,175 @@
+"""`dinodiff capture onnx` against onnxruntime's Python API on the same model, with the values
+marked by an independent route: `onnx.inliner.inline_local_functions` + every node output added
+as a graph output, run by `onnxruntime.InferenceSession`. Values are matched in graph order (both
+inliners keep the nodes' order), checking op types, and must be equal (max|Δ| = 0)."""
+
+import json
+
+import numpy as np
+import onnx
+import onnx.inliner
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper as h
+from PIL import Image
+from safetensors import safe_open
+
+
+def nested_model(path, external=False):
+    """x -> Outer(x; scale=0.25) -> Sigmoid. Outer(a; scale) = Relu(Inner(Inner(a, alpha=@scale))
+    + Neg(a)); Inner(p; alpha=0.5) = Elu(p, alpha=@alpha) * 2 * w. A function nested in a function,
+    attribute references bound by the caller and by a default, an unnamed call, an initializer."""
+    two = h.make_node("Constant", [], ["two"], value=h.make_tensor("c", TP.FLOAT, [], [2.0]))
+    elu = h.make_node("Elu", ["p"], ["e"])
+    elu.attribute.append(onnx.AttributeProto(name="alpha", ref_attr_name="alpha",
+                                             type=onnx.AttributeProto.FLOAT))
+    mul = h.make_node("Mul", ["e", "two"], ["q0"])
+    mulw = h.make_node("Mul", ["q0", "w"], ["q"])
+    inner = h.make_function("local", "Inner", ["p", "w"], ["q"], [two, elu, mul, mulw],
+                            [h.make_opsetid("", 18)], attributes=[],
+                            attribute_protos=[h.make_attribute("alpha", 0.5)])
+    c1 = h.make_node("Inner", ["a", "w"], ["t"], domain="local", name="Inner_first")
+    c1.attribute.append(onnx.AttributeProto(name="alpha", ref_attr_name="scale",
+                                            type=onnx.AttributeProto.FLOAT))
+    c2 = h.make_node("Inner", ["t", "w"], ["u"], domain="local")
+    outer = h.make_function(
+        "local", "Outer", ["a", "w"], ["b"],
+        [c1, c2, h.make_node("Neg", ["a"], ["n"]), h.make_node("Add", ["u", "n"], ["s"]),
+         h.make_node("Relu", ["s"], ["b"])],
+        [h.make_opsetid("", 18), h.make_opsetid("local", 1)], attributes=["scale"])
+    call = h.make_node("Outer", ["x", "w"], ["y0"], domain="local", name="Outer_1", scale=0.25)
+    sig = h.make_node("Sigmoid", ["y0"], ["y"], name="final")
+    w = np.linspace(0.5, 1.5, 16 * 16 * 3, dtype=np.float32).reshape(1, 3, 16, 16)
+    g = h.make_graph([call, sig], "g", [h.make_tensor_value_info("x", TP.FLOAT, [1, 3, 16, 16])],
+                     [h.make_tensor_value_info("y", TP.FLOAT, [1, 3, 16, 16])],
+                     initializer=[onnx.numpy_helper.from_array(w, "w")])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 18), h.make_opsetid("local", 1)],
+                     functions=[inner, outer])
+    m.ir_version = 10
+    onnx.checker.check_model(m)
+    if external:
+        onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save(m, path)
+    return m
+
+
+def bind_defaults(model):
+    """Writes each function's attribute defaults onto the calls that omit them (what ONNX says a
+    call means). Needed because onnx 1.23's inliner ignores `attribute_proto` defaults: an
+    unbound reference then drops the attribute (Elu falls back to alpha 1.0), while ONNX Runtime,
+    running the functions itself, uses the default (0.5) -- as dinodiff does."""
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions}
+    bodies = [model.graph.node] + [f.node for f in model.functions]
+    for nodes in bodies:
+        for n in nodes:
+            for d in defaults.get((n.domain, n.op_type), []):
+                if d.name not in {a.name for a in n.attribute}:
+                    n.attribute.append(d)
+    return model
+
+
+def reference_values(model, x):
+    """(op_type, value) for every node output of the Python-inlined model, in node order."""
+    model = bind_defaults(onnx.ModelProto.FromString(model.SerializeToString()))
+    inlined = onnx.inliner.inline_local_functions(model)
+    names = [(n.op_type, o) for n in inlined.graph.node for o in n.output if o]
+    inlined.graph.ClearField("output")
+    for _, o in names:
+        inlined.graph.output.append(onnx.ValueInfoProto(name=o))
+    sess = ort.InferenceSession(inlined.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run([o for _, o in names], {"x": x})
+    return [(op, v) for (op, _), v in zip(names, got)]
+
+
+def load(path):
+    with safe_open(str(path), framework="numpy") as f:
+        manifest = json.loads(f.metadata()["dinodiff.manifest"])
+        return manifest, {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.fixture
+def image_input(tmp_path, run):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    run("prep", "--image", tmp_path / "img.png", "--transform", "none", "-o", tmp_path / "in.st")
+    _, t = load(tmp_path / "in.st")
+    return tmp_path / "in.st", t["input"]
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_every_value_inside_nested_functions_equals_onnxruntime(tmp_path, run, image_input,
+                                                                 external):
+    model = nested_model(tmp_path / "nested.onnx", external=external)
+    inp, x = image_input
+    out = tmp_path / "n.st"
+    proc = run("capture", "onnx", "--model", tmp_path / "nested.onnx", "--input", inp, "-o", out)
+    assert "3 function calls inlined" in proc.stderr
+    assert "final outputs bit-identical to the unmarked run's" in proc.stderr
+    m, t = load(out)
+    ours = [n for n in m["order"] if n != "input" and not n.startswith("unmarked/")]
+    ref = reference_values(onnx.load(tmp_path / "nested.onnx"), x) if external else \
+        reference_values(model, x)
+    assert [m["tensors"][n]["op_type"] for n in ours] == [op for op, _ in ref]
+    for name, (op, value) in zip(ours, ref):
+        np.testing.assert_array_equal(t[name], value, err_msg=name)
+    # Names by call path, the attribute reference resolved (alpha 0.25, then the default 0.5).
+    assert ours[:3] == ["Outer_1/Inner_first/two", "Outer_1/Inner_first/e", "Outer_1/Inner_first/q0"]
+    rec = m["tensors"]["Outer_1/Inner_first/e"]
+    assert rec["native"] == "e" and rec["call_path"] == "Outer_1/Inner_first"
+    assert rec["functions"] == ["Outer", "Inner"] and rec["node"] == "Outer_1/Inner_first/Elu"
+    assert m["tensors"]["Outer_1/Inner_1/e"]["call_path"] == "Outer_1/Inner_1"
+    # The model's own output equals a plain onnxruntime run of the original model.
+    plain = ort.InferenceSession(str(tmp_path / "nested.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = plain.run(["y"], {"x": x})
+    np.testing.assert_array_equal(t["unmarked/y"], y)
+    np.testing.assert_array_equal(t["y"], y)
+    assert m["onnx"]["observer_effect"]["bit_identical"] is True
+    assert m["onnx"]["calls_inlined"] == 3
+
+
+def fails(run, tmp_path, args, message, prefix=False):
+    out = tmp_path / "out.st"
+    proc = run("capture", "onnx", *args, "-o", out, expect=(2,))
+    if prefix:
+        assert proc.stderr.startswith(f"error: {message}"), proc.stderr
+    else:
+        assert proc.stderr == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_not_an_onnx_file(tmp_path, run, image_input):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("hello, not a protobuf")
+    fails(run, tmp_path, ["--model", bad, "--input", image_input[0]],
+          f"{bad} is not an ONNX model: it does not decode as a ModelProto with a graph (21 bytes). "
+          "Was it cut short, or is it another format?")
+
+
+def test_missing_external_data(tmp_path, run, image_input):
+    nested_model(tmp_path / "ext.onnx", external=True)
+    (tmp_path / "ext.onnx.data").unlink()
+    fails(run, tmp_path, ["--model", tmp_path / "ext.onnx", "--input", image_input[0]],
+          f"the model {tmp_path / 'ext.onnx'} keeps initializers in the external file "
+          f"ext.onnx.data, which is not beside it ({tmp_path / 'ext.onnx.data'} does not exist); "
+          "copy it next to the model")
+
+
+def test_no_runtime_found(tmp_path, run, image_input):
+    nested_model(tmp_path / "m.onnx")
+    fails(run, tmp_path, ["--model", tmp_path / "m.onnx", "--input", image_input[0],
+                          "--ort-lib", tmp_path / "libonnxruntime.so"],
+          f"no ONNX Runtime library found. Tried: --ort-lib: {tmp_path / 'libonnxruntime.so'} "
+          "does not exist. Install it with `pip install onnxruntime==1.31.1` (in the active venv), "
+          "or pass --ort-lib /path/to/libonnxruntime.so.1.31.1 / set ORT_DYLIB_PATH")
+
+
+def test_input_shape_mismatch(tmp_path, run):
+    nested_model(tmp_path / "m.onnx")
+    Image.new("RGB", (32, 32)).save(tmp_path / "big.png")
+    run("prep", "--image", tmp_path / "big.png", "--transform", "none", "-o", tmp_path / "big.st")
+    fails(run, tmp_path, ["--model", tmp_path / "m.onnx", "--input", tmp_path / "big.st"],
+          f"{tmp_path / 'm.onnx'} takes input \"x\" of shape [1, 3, 16, 16] (-1 = any), but the "
+          "input is [1, 3, 32, 32]; prepare it with `dinodiff prep --size 16`")
