@@ -173,3 +173,24 @@ def test_input_shape_mismatch(tmp_path, run):
     fails(run, tmp_path, ["--model", tmp_path / "m.onnx", "--input", tmp_path / "big.st"],
           f"{tmp_path / 'm.onnx'} takes input \"x\" of shape [1, 3, 16, 16] (-1 = any), but the "
           "input is [1, 3, 32, 32]; prepare it with `dinodiff prep --size 16`")
+
+
+def test_truncated_model(tmp_path, run, image_input):
+    nested_model(tmp_path / "m.onnx")
+    data = (tmp_path / "m.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    fails(run, tmp_path, ["--model", cut, "--input", image_input[0]],
+          f"{cut} is not an ONNX model: it does not decode as a ModelProto with a graph "
+          f"({len(data) // 2} bytes). Was it cut short, or is it another format?")
+
+
+def test_ir_version_newer_than_the_runtime(tmp_path, run, image_input):
+    model = nested_model(tmp_path / "m.onnx")
+    model.ir_version = 14
+    onnx.save(model, tmp_path / "ir14.onnx")
+    fails(run, tmp_path, ["--model", tmp_path / "ir14.onnx", "--input", image_input[0]],
+          f"{tmp_path / 'ir14.onnx'} has ONNX IR version 14, but this ONNX Runtime accepts IR "
+          "versions up to 13. Re-export it with an older IR version (with the onnx package: set "
+          "model.ir_version = 13 and save, if its opsets allow), or install a newer onnxruntime "
+          "and pass its library with --ort-lib")

@@ -182,7 +182,26 @@ fn session(
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort_err(what()))?;
     }
-    b.commit_from_file(path).map_err(ort_err(what()))
+    b.commit_from_file(path).map_err(|e| {
+        let text = e.to_string();
+        let ir = regex::Regex::new(
+            r"Unsupported model IR version: (\d+), max supported IR version: (\d+)",
+        )
+        .expect("valid regex");
+        match ir.captures(&text) {
+            Some(c) => anyhow::anyhow!(
+                "{} has ONNX IR version {}, but this ONNX Runtime accepts IR versions up to {}. \
+                 Re-export it with an older IR version (with the onnx package: set \
+                 model.ir_version = {} and save, if its opsets allow), or install a newer \
+                 onnxruntime and pass its library with --ort-lib",
+                opts.model.display(),
+                &c[1],
+                &c[2],
+                &c[2]
+            ),
+            None => anyhow::anyhow!("{}: {text}", what()),
+        }
+    })
 }
 
 pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
