@@ -40,6 +40,9 @@ pub struct ValueOrigin {
     pub functions: Vec<String>,
     /// The producing node's `metadata_props`.
     pub metadata: Vec<(String, String)>,
+    /// The calls that return this value (it is their actual output), outermost first, as
+    /// (call path, function name): how a function's result is told from its internals.
+    pub returned_by: Vec<(String, String)>,
 }
 
 impl ValueOrigin {
@@ -87,6 +90,8 @@ struct Inliner<'m> {
     used_opsets: BTreeMap<String, (i64, String)>,
     /// Full call paths already used.
     calls_seen: HashSet<String>,
+    /// Value name -> the calls returning it (call path, function), outermost first.
+    returns: HashMap<String, Vec<(String, String)>>,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -289,6 +294,12 @@ impl Inliner<'_> {
                 }
                 let mut path = scope.path.clone();
                 path.push(call);
+                for o in outputs.iter().filter(|o| !o.is_empty()) {
+                    self.returns
+                        .entry(o.clone())
+                        .or_default()
+                        .push((path.join("/"), f.name().to_string()));
+                }
                 let mut functions = scope.functions.clone();
                 functions.push(f.name.clone().unwrap_or_default());
                 let mut inner = Scope {
@@ -339,6 +350,7 @@ impl Inliner<'_> {
                     call_path: scope.path.clone(),
                     functions: scope.functions.clone(),
                     metadata: metadata.clone(),
+                    returned_by: Vec::new(),
                 });
             }
             self.nodes.push(NodeProto {
@@ -394,6 +406,7 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
         subgraph_values: 0,
         used_opsets: BTreeMap::new(),
         calls_seen: HashSet::new(),
+        returns: HashMap::new(),
     };
     let body = std::mem::take(&mut graph.node);
     let mut top = Scope {
@@ -439,11 +452,17 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
     }
     let Inliner {
         nodes,
-        values,
+        mut values,
         calls,
         subgraph_values,
+        mut returns,
         ..
     } = inliner;
+    for v in &mut values {
+        if let Some(r) = returns.remove(&v.name) {
+            v.returned_by = r;
+        }
+    }
     graph.node = nodes;
     model.graph = Some(graph);
     model.opset_import = opsets;
@@ -601,6 +620,14 @@ mod tests {
         assert_eq!(v.native, "q");
         assert_eq!(v.op_type, "Elu");
         assert_eq!(inl.values[1].call_path, ["Outer_1", "Inner_2"]);
+        assert_eq!(
+            inl.values[0].returned_by,
+            [("Outer_1/Inner_1".to_string(), "Inner".to_string())]
+        );
+        assert_eq!(
+            inl.values[2].returned_by,
+            [("Outer_1".to_string(), "Outer".to_string())]
+        );
         assert_eq!(
             inl.values
                 .iter()

@@ -361,6 +361,17 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         extra.insert("op_type".into(), Value::String(v.op_type.clone()));
         extra.insert("call_path".into(), Value::String(v.call_path_string()));
         extra.insert("functions".into(), json!(v.functions));
+        if !v.returned_by.is_empty() {
+            extra.insert(
+                "returned_by".into(),
+                json!(
+                    v.returned_by
+                        .iter()
+                        .map(|(p, f)| json!({"call": p, "function": f}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
         if !v.metadata.is_empty() {
             extra.insert(
                 "metadata_props".into(),
