@@ -40,6 +40,8 @@ pub struct ValueOrigin {
     pub functions: Vec<String>,
     /// The producing node's `metadata_props`.
     pub metadata: Vec<(String, String)>,
+    /// The producing node's inputs (names in the inlined graph).
+    pub inputs: Vec<String>,
     /// The calls that return this value (it is their actual output), outermost first, as
     /// (call path, function name): how a function's result is told from its internals.
     pub returned_by: Vec<(String, String)>,
@@ -52,9 +54,22 @@ impl ValueOrigin {
     }
 }
 
+/// One expanded function call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// Its call path (`VisionTransformer_1/Block_2`).
+    pub path: String,
+    pub function: String,
+    /// Actual inputs and outputs, as names in the inlined graph.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
 pub struct Inlined {
     pub model: ModelProto,
     pub values: Vec<ValueOrigin>,
+    /// Every expanded call, in expansion (graph) order.
+    pub calls: Vec<Call>,
     /// Function calls expanded, at every depth.
     pub calls_inlined: usize,
     /// Values produced inside control-flow subgraphs (If / Loop / Scan bodies).
@@ -92,6 +107,7 @@ struct Inliner<'m> {
     calls_seen: HashSet<String>,
     /// Value name -> the calls returning it (call path, function), outermost first.
     returns: HashMap<String, Vec<(String, String)>>,
+    call_log: Vec<Call>,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -294,6 +310,12 @@ impl Inliner<'_> {
                 }
                 let mut path = scope.path.clone();
                 path.push(call);
+                self.call_log.push(Call {
+                    path: path.join("/"),
+                    function: f.name().to_string(),
+                    inputs: inputs.clone(),
+                    outputs: outputs.clone(),
+                });
                 for o in outputs.iter().filter(|o| !o.is_empty()) {
                     self.returns
                         .entry(o.clone())
@@ -350,6 +372,7 @@ impl Inliner<'_> {
                     call_path: scope.path.clone(),
                     functions: scope.functions.clone(),
                     metadata: metadata.clone(),
+                    inputs: inputs.clone(),
                     returned_by: Vec::new(),
                 });
             }
@@ -407,6 +430,7 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
         used_opsets: BTreeMap::new(),
         calls_seen: HashSet::new(),
         returns: HashMap::new(),
+        call_log: Vec::new(),
     };
     let body = std::mem::take(&mut graph.node);
     let mut top = Scope {
@@ -456,6 +480,7 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
         calls,
         subgraph_values,
         mut returns,
+        call_log,
         ..
     } = inliner;
     for v in &mut values {
@@ -470,6 +495,7 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
     Ok(Inlined {
         model,
         values,
+        calls: call_log,
         calls_inlined: calls,
         subgraph_values,
     })

@@ -1,6 +1,7 @@
 //! ONNX models as dinodiff needs them: the protobuf subset it reads and rewrites ([`proto`]) and
 //! the inlining of local functions ([`inline`]) that makes every value of a nested export a graph
-//! value.
+//! value, and the recognition of canonical DINOv3 stages among those values ([`stages`]).
 
 pub mod inline;
 pub mod proto;
+pub mod stages;

@@ -194,3 +194,63 @@ def test_ir_version_newer_than_the_runtime(tmp_path, run, image_input):
           "versions up to 13. Re-export it with an older IR version (with the onnx package: set "
           "model.ir_version = 13 and save, if its opsets allow), or install a newer onnxruntime "
           "and pass its library with --ort-lib")
+
+
+# --- a real jax2onnx export of the Equinox DINOv3 example (tiny config) ----------------------
+
+BLOCK = ["norm1", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1", "residual1",
+         "norm2", "mlp.hidden", "mlp", "ls2", "output"]
+
+
+@pytest.fixture(scope="module")
+def jax2onnx_tiny(tmp_path_factory):
+    """VisionTransformer(img 32, patch 16, D 64, 2 blocks, 2 heads, 4 storage tokens), exported by
+    jax2onnx at test time: one main-graph node, everything inside nested local functions."""
+    import jax
+    import jax2onnx
+    from jax2onnx.plugins.examples.eqx.dino import VisionTransformer
+
+    d = tmp_path_factory.mktemp("j2o")
+    model = VisionTransformer(img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=2,
+                              num_storage_tokens=4, key=jax.random.PRNGKey(0))
+    path = d / "vit.onnx"
+    jax2onnx.to_onnx(model, inputs=[(1, 3, 32, 32)], return_mode="file", output_path=str(path))
+    return path
+
+
+def test_jax2onnx_export_stages_are_recognized(jax2onnx_tiny, tmp_path, run):
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "i.png")
+    run("prep", "--image", tmp_path / "i.png", "--transform", "none", "-o", tmp_path / "in.st")
+    assert len(onnx.load(jax2onnx_tiny).graph.node) == 1
+    out = tmp_path / "j.st"
+    run("capture", "onnx", "--model", jax2onnx_tiny, "--input", tmp_path / "in.st", "-o", out)
+    m, t = load(out)
+    want = (["input", "patch_embed", "tokens"] + [f"blocks.{i}.{s}" for i in range(2) for s in BLOCK]
+            + ["norm", "cls", "patches"])
+    canonical = [n for n in m["order"] if m["tensors"][n].get("stage")]
+    assert canonical == want
+    n_tok, d = 1 + 4 + 4, 64
+    assert t["patch_embed"].shape == (1, 4, d)
+    assert t["tokens"].shape == (1, n_tok, d)
+    assert t["blocks.0.attn.q"].shape == (1, 2, n_tok, 32)
+    assert t["blocks.0.attn.sdpa"].shape == (1, n_tok, d)
+    assert t["blocks.1.mlp.hidden"].shape == (1, n_tok, 4 * d)
+    assert t["cls"].shape == (1, d) and t["patches"].shape == (1, 4, d)
+    # Identities that hold exactly between what was recognized (f32 adds, slices):
+    for i in range(2):
+        x = t["tokens"] if i == 0 else t[f"blocks.{i - 1}.output"]
+        np.testing.assert_array_equal(t[f"blocks.{i}.residual1"], x + t[f"blocks.{i}.ls1"])
+        np.testing.assert_array_equal(t[f"blocks.{i}.output"],
+                                      t[f"blocks.{i}.residual1"] + t[f"blocks.{i}.ls2"])
+    np.testing.assert_array_equal(t["tokens"][:, 5:], t["patch_embed"])
+    np.testing.assert_array_equal(t["cls"], t["norm"][:, 0])
+    np.testing.assert_array_equal(t["patches"], t["norm"][:, 5:])
+    # And the LayerNorms are LayerNorms of what they follow (numpy, f64).
+    x = t["blocks.0.residual1"].astype(np.float64)
+    z = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    assert np.corrcoef(z.ravel(), t["blocks.0.norm2"].ravel())[0, 1] > 0.99
+    rec = m["tensors"]["blocks.1.ls1"]
+    assert rec["op_type"] == "Mul" and rec["call_path"].endswith("/LayerScale_1")
+    assert rec["stage_rule"] == "jax2onnx Equinox DINOv3"
+    assert m["onnx"]["observer_effect"]["bit_identical"] is True

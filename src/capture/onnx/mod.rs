@@ -10,8 +10,9 @@
 //! - the original model is also run unmarked, with the same options; its outputs are stored as
 //!   `unmarked/<output>` and the manifest says whether the marked run's final outputs are
 //!   bit-identical to them (the observer-effect report);
-//! - tensors are named by call path (`VisionTransformer_1/Block_3/LayerScale_1/v_3`; main-graph
-//!   values keep their names) and written in graph (topological) order after `input`; each record
+//! - values recognized as canonical stages ([`crate::onnx::stages`]) are named by their stage
+//!   (the ONNX name goes to the record's `onnx_value`); the others by call path
+//!   (`VisionTransformer_1/Block_3/LayerScale_1/v_3`; main-graph values keep their names) and written in graph (topological) order after `input`; each record
 //!   carries the native name, producing node, op type, call path and the node's metadata_props.
 
 pub mod runtime;
@@ -283,13 +284,21 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     let Inlined {
         mut model,
         values,
+        calls,
         calls_inlined,
         subgraph_values,
     } = inline_local_functions(model)?;
+    let stages = crate::onnx::stages::recognize(&values, &calls);
     let finals: BTreeSet<&str> = final_outputs.iter().map(String::as_str).collect();
     let marked: Vec<&ValueOrigin> = values
         .iter()
-        .filter(|v| opts.only.keeps(&v.name) || finals.contains(v.name.as_str()))
+        .filter(|v| {
+            opts.only.keeps(&v.name)
+                || stages
+                    .get(&v.name)
+                    .is_some_and(|r| opts.only.keeps(&r.stage))
+                || finals.contains(v.name.as_str())
+        })
         .collect();
     {
         let graph = model.graph.as_mut().expect("inlined models have a graph");
@@ -383,15 +392,27 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                 ),
             );
         }
+        let (name, shape, stage) = match stages.get(&v.name) {
+            Some(r) => {
+                extra.insert("onnx_value".into(), Value::String(v.name.clone()));
+                extra.insert("stage_rule".into(), Value::String(r.rule.into()));
+                let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
+                if shape != e.shape {
+                    extra.insert("onnx_shape".into(), json!(e.shape));
+                }
+                (r.stage.clone(), shape, Some(r.stage.clone()))
+            }
+            None => (v.name.clone(), e.shape.clone(), None),
+        };
         writer.write(
-            &v.name,
+            &name,
             TensorRecord {
                 native: v.native.clone(),
-                stage: None,
+                stage,
                 extra,
             },
             e.dtype,
-            &e.shape,
+            &shape,
             &e.bytes,
         )?;
     }
