@@ -201,16 +201,20 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         opt_level: args.opt_level,
         threads: args.threads,
         ort_lib: args.ort_lib,
+        input_name: args.input_name,
+        max_memory: args.max_memory,
     };
     let done = onnx::capture(&opts)?;
     eprintln!(
-        "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, marked run {:.3} s; \
+        "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, {} marked run{} {:.3} s; \
          final outputs {} the unmarked run's (ONNX Runtime from {})",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,
         done.values,
         done.calls_inlined,
+        done.runs,
+        if done.runs == 1 { "" } else { "s" },
         done.run.as_secs_f64(),
         if done.observer_effect {
             "DIFFER from"

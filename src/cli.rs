@@ -157,6 +157,20 @@ pub struct CaptureOnnxArgs {
     /// libonnxruntime.so to load (else ORT_DYLIB_PATH, else the Python onnxruntime package)
     #[arg(long, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// The model input that receives the image (default: the model's only input)
+    #[arg(long, value_name = "NAME")]
+    pub input_name: Option<String>,
+    /// Memory budget for the values one run holds, e.g. 2GiB or 512MB; when every value does not
+    /// fit, the capture takes several runs, each marking a consecutive part of the graph
+    /// (default: half of the memory available at start)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (write a size such as 512MiB, 2GB or 1.5GiB)"))
 }
 
 #[derive(Args, Debug)]

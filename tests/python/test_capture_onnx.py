@@ -4,6 +4,8 @@ as a graph output, run by `onnxruntime.InferenceSession`. Values are matched in 
 inliners keep the nodes' order), checking op types, and must be equal (max|Δ| = 0)."""
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import onnx
@@ -99,13 +101,15 @@ def image_input(tmp_path, run):
     return tmp_path / "in.st", t["input"]
 
 
-@pytest.mark.parametrize("external", [False, True])
+@pytest.mark.parametrize("external,budget", [(False, None), (True, None), (True, "1KiB")])
 def test_every_value_inside_nested_functions_equals_onnxruntime(tmp_path, run, image_input,
-                                                                 external):
+                                                                 external, budget):
     model = nested_model(tmp_path / "nested.onnx", external=external)
     inp, x = image_input
     out = tmp_path / "n.st"
-    proc = run("capture", "onnx", "--model", tmp_path / "nested.onnx", "--input", inp, "-o", out)
+    limit = ["--max-memory", budget] if budget else []
+    proc = run("capture", "onnx", "--model", tmp_path / "nested.onnx", "--input", inp, "-o", out,
+               *limit)
     assert "3 function calls inlined" in proc.stderr
     assert "final outputs bit-identical to the unmarked run's" in proc.stderr
     m, t = load(out)
@@ -128,6 +132,67 @@ def test_every_value_inside_nested_functions_equals_onnxruntime(tmp_path, run, i
     np.testing.assert_array_equal(t["y"], y)
     assert m["onnx"]["observer_effect"]["bit_identical"] is True
     assert m["onnx"]["calls_inlined"] == 3
+    runs = m["onnx"]["runs"]
+    assert sum(r["values"] for r in runs) == len(ours)
+    if budget:
+        # 1 KiB holds one 16x16 f32 plane: the values are captured over several runs, each
+        # within the budget unless a single value exceeds it; the result is the same.
+        assert len(runs) > 1 and f"over {len(runs)} runs" in proc.stderr
+        assert all(r["bytes"] <= 1024 or r["values"] == 1 for r in runs)
+        assert m["onnx"]["max_memory"] == 1024
+    else:
+        assert len(runs) == 1
+
+
+def test_read_only_model_directory(tmp_path, dinodiff_bin, image_input):
+    """The marked copy cannot go beside the model: it goes to a temporary directory with the
+    external data linked or copied, and nothing is left behind in either place."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    nested_model(ro / "m.onnx", external=True)
+    x = image_input[1]
+    os.chmod(ro, 0o555)
+    try:
+        cmd = [dinodiff_bin, "capture", "onnx", "--model", ro / "m.onnx", "--input",
+               image_input[0], "-o", tmp_path / "ro.st"]
+        # root ignores directory permissions: drop the capabilities that let it.
+        proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                               "--inh-caps", "-all", *map(str, cmd)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        os.chmod(ro, 0o755)
+    assert sorted(p.name for p in ro.iterdir()) == ["m.onnx", "m.onnx.data"]
+    _, t = load(tmp_path / "ro.st")
+    plain = ort.InferenceSession(str(ro / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(t["y"], plain.run(["y"], {"x": x})[0])
+
+
+def two_input_model(path):
+    x = h.make_tensor_value_info("pixel_values", TP.FLOAT, [1, 3, 16, 16])
+    s = h.make_tensor_value_info("scale", TP.FLOAT, [1])
+    y = h.make_tensor_value_info("y", TP.FLOAT, [1, 3, 16, 16])
+    graph = h.make_graph([h.make_node("Mul", ["pixel_values", "scale"], ["y"])],
+                              "two", [x, s], [y])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, path)
+
+
+def test_model_with_two_inputs(tmp_path, run, image_input):
+    two_input_model(tmp_path / "two.onnx")
+    fails(run, tmp_path, ["--model", tmp_path / "two.onnx", "--input", image_input[0]],
+          f"{tmp_path / 'two.onnx'} has 2 inputs (pixel_values, scale); capture onnx feeds one "
+          "image tensor and cannot fill the others. Name the image input with --input-name only "
+          "if the others are optional")
+
+
+def test_input_name_mismatch(tmp_path, run, image_input):
+    nested_model(tmp_path / "m.onnx")
+    fails(run, tmp_path, ["--model", tmp_path / "m.onnx", "--input", image_input[0],
+                          "--input-name", "pixel_values"],
+          f"{tmp_path / 'm.onnx'} has no input named \"pixel_values\"; its inputs are: x (pass one "
+          "of them to --input-name)")
 
 
 def fails(run, tmp_path, args, message, prefix=False):

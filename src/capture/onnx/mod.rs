@@ -67,6 +67,10 @@ pub struct OnnxOptions {
     pub opt_level: OptLevel,
     pub threads: Option<usize>,
     pub ort_lib: Option<PathBuf>,
+    /// Budget for the captured values held by one run (bytes); `None`: [`default_memory_budget`].
+    pub max_memory: Option<u64>,
+    /// The graph input that receives the image; `None`: the model's only input.
+    pub input_name: Option<String>,
 }
 
 pub struct OnnxCapture {
@@ -76,6 +80,8 @@ pub struct OnnxCapture {
     pub observer_effect: bool,
     pub runtime: PathBuf,
     pub run: Duration,
+    /// How many marked runs the memory budget took.
+    pub runs: usize,
 }
 
 fn ort_err<E: std::fmt::Display>(what: String) -> impl FnOnce(E) -> anyhow::Error {
@@ -205,6 +211,179 @@ fn session(
     })
 }
 
+/// The inlined model, re-marked for each run: its graph outputs are the original outputs plus
+/// the run's values.
+struct MarkedModel<'a> {
+    model: ModelProto,
+    original_outputs: Vec<ValueInfoProto>,
+    model_path: &'a Path,
+    model_dir: &'a Path,
+    externals: &'a BTreeSet<String>,
+}
+
+impl MarkedModel<'_> {
+    /// Writes the copy marked with `names` and opens it. ONNX Runtime resolves external data
+    /// relative to the model and refuses paths that escape its directory (symlinks included), so
+    /// the copy goes beside the model when that directory is writable, else into a temporary
+    /// directory with the data files hard-linked (or copied, across file systems).
+    fn session(
+        &mut self,
+        env: &ort::environment::Environment,
+        opts: &OnnxOptions,
+        names: &[&str],
+    ) -> Result<(MarkedFile, Session)> {
+        let graph = self
+            .model
+            .graph
+            .as_mut()
+            .expect("inlined models have a graph");
+        graph.output = self.original_outputs.clone();
+        let existing: BTreeSet<String> =
+            graph.output.iter().filter_map(|o| o.name.clone()).collect();
+        for name in names {
+            if !existing.contains(*name) {
+                graph.output.push(ValueInfoProto {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                });
+            }
+        }
+        let bytes = self.model.encode_to_vec();
+        let file = write_marked(self.model_path, self.model_dir, self.externals, &bytes)?;
+        drop(bytes);
+        let session = session(env, opts, file.path())?;
+        Ok((file, session))
+    }
+}
+
+/// Bytes each value will take, from the marked session's (inferred) output types; a dimension
+/// ONNX Runtime leaves symbolic is taken as the input's batch size when it is the first, else the
+/// value's size is unknown (`None`).
+fn value_sizes(session: &Session, names: &[&str], input_shape: &[usize]) -> Vec<Option<u64>> {
+    let known: std::collections::HashMap<&str, &ort::value::ValueType> = session
+        .outputs()
+        .iter()
+        .map(|o| (o.name(), o.dtype()))
+        .collect();
+    names
+        .iter()
+        .map(|n| match known.get(n) {
+            Some(ort::value::ValueType::Tensor { ty, shape, .. }) => {
+                let mut elements: u64 = 1;
+                for (i, &d) in shape.iter().enumerate() {
+                    let d = match d {
+                        d if d >= 0 => d as u64,
+                        _ if i == 0 => input_shape.first().copied().unwrap_or(1) as u64,
+                        _ => return None,
+                    };
+                    elements = elements.saturating_mul(d);
+                }
+                ty.byte_size(elements as usize).map(|b| b as u64)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Splits the values (in graph order) into consecutive runs whose values fit `budget` together.
+/// A value of unknown size counts as the largest known one; a value larger than the budget gets
+/// a run of its own (it cannot be captured in less).
+pub fn plan_runs(sizes: &[Option<u64>], budget: u64) -> Vec<std::ops::Range<usize>> {
+    let largest = sizes.iter().flatten().copied().max().unwrap_or(0);
+    let mut runs = Vec::new();
+    let (mut start, mut used) = (0, 0u64);
+    for (i, size) in sizes.iter().enumerate() {
+        let size = size.unwrap_or(largest);
+        if i > start && used.saturating_add(size) > budget {
+            runs.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used = used.saturating_add(size);
+    }
+    if start < sizes.len() || runs.is_empty() {
+        runs.push(start..sizes.len());
+    }
+    runs
+}
+
+/// The default `--max-memory`: half of the memory available now (Linux `MemAvailable`), else
+/// 4 GiB where that cannot be read.
+pub fn default_memory_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Writes one captured value under its stage name (or call path), with its ONNX provenance.
+fn write_value(
+    writer: &mut DumpWriter,
+    v: &ValueOrigin,
+    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    e: runtime::Extracted,
+) -> Result<()> {
+    let mut extra = serde_json::Map::new();
+    extra.insert("node".into(), Value::String(v.node.clone()));
+    extra.insert("op_type".into(), Value::String(v.op_type.clone()));
+    extra.insert("call_path".into(), Value::String(v.call_path_string()));
+    extra.insert("functions".into(), json!(v.functions));
+    if !v.returned_by.is_empty() {
+        extra.insert(
+            "returned_by".into(),
+            json!(
+                v.returned_by
+                    .iter()
+                    .map(|(p, f)| json!({"call": p, "function": f}))
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    if !v.metadata.is_empty() {
+        extra.insert(
+            "metadata_props".into(),
+            Value::Object(
+                v.metadata
+                    .iter()
+                    .map(|(k, x)| (k.clone(), Value::String(x.clone())))
+                    .collect(),
+            ),
+        );
+    }
+    let (name, shape, stage) = match stages.get(&v.name) {
+        Some(r) => {
+            extra.insert("onnx_value".into(), Value::String(v.name.clone()));
+            extra.insert("stage_rule".into(), Value::String(r.rule.into()));
+            let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
+            if shape != e.shape {
+                extra.insert("onnx_shape".into(), json!(e.shape));
+            }
+            (r.stage.clone(), shape, Some(r.stage.clone()))
+        }
+        None => (v.name.clone(), e.shape.clone(), None),
+    };
+    writer.write(
+        &name,
+        TensorRecord {
+            native: v.native.clone(),
+            stage,
+            extra,
+        },
+        e.dtype,
+        &shape,
+        &e.bytes,
+    )
+}
+
 pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     let (bytes, model) = read_model(&opts.model)?;
     let identity = FileIdentity::of_bytes(&opts.model, &bytes);
@@ -236,16 +415,25 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         .iter()
         .map(|i| i.name().to_string())
         .collect();
-    if graph_inputs.len() != 1 {
-        bail!(
-            "{} has {} inputs ({}); capture onnx feeds one image tensor",
+    let input_index = match (&opts.input_name, graph_inputs.len()) {
+        (Some(name), _) => graph_inputs.iter().position(|n| n == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no input named {name:?}; its inputs are: {} (pass one of them to \
+                 --input-name)",
+                opts.model.display(),
+                graph_inputs.join(", ")
+            )
+        })?,
+        (None, 1) => 0,
+        (None, n) => bail!(
+            "{} has {n} inputs ({}); capture onnx feeds one image tensor and cannot fill the \
+             others. Name the image input with --input-name only if the others are optional",
             opts.model.display(),
-            graph_inputs.len(),
             graph_inputs.join(", ")
-        );
-    }
-    let input_name = graph_inputs[0].clone();
-    let want_shape: Vec<i64> = match plain.inputs()[0].dtype() {
+        ),
+    };
+    let input_name = graph_inputs[input_index].clone();
+    let want_shape: Vec<i64> = match plain.inputs()[input_index].dtype() {
         ort::value::ValueType::Tensor { shape, .. } => shape.iter().copied().collect(),
         _ => Vec::new(),
     };
@@ -282,7 +470,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
 
     // The marked run: functions inlined, every value an output.
     let Inlined {
-        mut model,
+        model,
         values,
         calls,
         calls_inlined,
@@ -300,29 +488,41 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                 || finals.contains(v.name.as_str())
         })
         .collect();
-    {
-        let graph = model.graph.as_mut().expect("inlined models have a graph");
-        let existing: BTreeSet<String> =
-            graph.output.iter().filter_map(|o| o.name.clone()).collect();
-        for v in &marked {
-            if !existing.contains(&v.name) {
-                graph.output.push(ValueInfoProto {
-                    name: Some(v.name.clone()),
-                    ..Default::default()
-                });
-            }
-        }
+    let original_outputs: Vec<ValueInfoProto> = model
+        .graph
+        .as_ref()
+        .expect("inlined models have a graph")
+        .output
+        .clone();
+    // The marked copy with every kept value an output: it is what runs when everything fits the
+    // memory budget, and its session tells the size of each value (ONNX Runtime's shape inference).
+    let mut marked_model = MarkedModel {
+        model,
+        original_outputs,
+        model_path: &opts.model,
+        model_dir: &model_dir,
+        externals: &externals,
+    };
+    let all: Vec<&str> = marked.iter().map(|v| v.name.as_str()).collect();
+    let (full_file, full_session) = marked_model.session(&env, opts, &all)?;
+    let sizes = value_sizes(&full_session, &all, &input.shape);
+    let budget = opts.max_memory.unwrap_or_else(default_memory_budget);
+    let runs = plan_runs(&sizes, budget);
+    let estimated_total: u64 = sizes.iter().map(|s| s.unwrap_or(0)).sum();
+    if runs.len() > 1 {
+        eprintln!(
+            "the {} marked values take about {} together, more than the memory budget of {} \
+             (--max-memory): capturing them over {} runs",
+            marked.len(),
+            bytesize::ByteSize(estimated_total).display().iec(),
+            bytesize::ByteSize(budget).display().iec(),
+            runs.len()
+        );
     }
-    // ONNX Runtime resolves external data relative to the model and refuses paths that escape
-    // its directory (symlinks included), so the marked copy is written beside the model when
-    // that directory is writable, else into a temporary directory with the data files hard-linked
-    // (or copied, across file systems).
-    let marked_bytes = model.encode_to_vec();
-    drop(model);
-    let marked_file = write_marked(&opts.model, &model_dir, &externals, &marked_bytes)?;
-    drop(marked_bytes);
-    let marked_path = marked_file.path().to_path_buf();
-    let mut session_marked = session(&env, opts, &marked_path)?;
+    let mut full = Some((full_file, full_session));
+    if runs.len() > 1 {
+        full = None; // every run gets a copy marked with its own subset
+    }
 
     let mut manifest = Manifest::for_this_process(SourceKind::Onnx);
     manifest.model = Some(identity);
@@ -345,77 +545,63 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         &input.shape,
         &input.bytes(),
     )?;
-    let started = Instant::now();
-    let out = session_marked
-        .run(ort::inputs![input_name.as_str() => feed()?])
-        .map_err(ort_err(format!(
-            "running the marked copy of {}",
-            opts.model.display()
-        )))?;
-    let run = started.elapsed();
+    let bar = crate::progress::count_bar(marked.len() as u64, "values captured");
+    let mut run = Duration::ZERO;
     let mut observer_effect = false;
-    for v in &marked {
-        let Some(value) = out.get(v.name.as_str()) else {
-            bail!(
-                "ONNX Runtime returned no value {} although it was marked",
-                v.name
-            );
+    let mut run_records = Vec::new();
+    for (index, range) in runs.iter().enumerate() {
+        let subset = &marked[range.clone()];
+        let names: Vec<&str> = subset.iter().map(|v| v.name.as_str()).collect();
+        let (_file, mut session_marked) = match full.take() {
+            Some(both) => both,
+            None => marked_model.session(&env, opts, &names)?,
         };
-        let e = runtime::extract(&v.name, value)?;
-        if let Some((_, u)) = unmarked.iter().find(|(n, _)| *n == v.name) {
+        if runs.len() > 1 {
+            bar.set_message(format!(
+                "values captured (run {}/{})",
+                index + 1,
+                runs.len()
+            ));
+        }
+        let started = Instant::now();
+        let mut out = session_marked
+            .run(ort::inputs![input_name.as_str() => feed()?])
+            .map_err(ort_err(format!(
+                "running the marked copy of {}",
+                opts.model.display()
+            )))?;
+        let elapsed = started.elapsed();
+        run += elapsed;
+        // The model's own outputs come with every run: each is checked against the unmarked run.
+        for (name, u) in &unmarked {
+            let Some(value) = out.get(name.as_str()) else {
+                bail!("ONNX Runtime returned no value for the model output {name}");
+            };
+            let e = runtime::extract(name, value)?;
             observer_effect |= u.bytes != e.bytes || u.shape != e.shape;
         }
-        let mut extra = serde_json::Map::new();
-        extra.insert("node".into(), Value::String(v.node.clone()));
-        extra.insert("op_type".into(), Value::String(v.op_type.clone()));
-        extra.insert("call_path".into(), Value::String(v.call_path_string()));
-        extra.insert("functions".into(), json!(v.functions));
-        if !v.returned_by.is_empty() {
-            extra.insert(
-                "returned_by".into(),
-                json!(
-                    v.returned_by
-                        .iter()
-                        .map(|(p, f)| json!({"call": p, "function": f}))
-                        .collect::<Vec<_>>()
-                ),
-            );
+        let mut bytes_written = 0u64;
+        for v in subset {
+            // Taken out of the run's outputs, written, and dropped: one value at a time.
+            let Some(value) = out.remove(v.name.as_str()) else {
+                bail!(
+                    "ONNX Runtime returned no value {} although it was marked",
+                    v.name
+                );
+            };
+            let e = runtime::extract(&v.name, &value)?;
+            drop(value);
+            bytes_written += e.bytes.len() as u64;
+            write_value(&mut writer, v, &stages, e)?;
+            bar.inc(1);
         }
-        if !v.metadata.is_empty() {
-            extra.insert(
-                "metadata_props".into(),
-                Value::Object(
-                    v.metadata
-                        .iter()
-                        .map(|(k, x)| (k.clone(), Value::String(x.clone())))
-                        .collect(),
-                ),
-            );
-        }
-        let (name, shape, stage) = match stages.get(&v.name) {
-            Some(r) => {
-                extra.insert("onnx_value".into(), Value::String(v.name.clone()));
-                extra.insert("stage_rule".into(), Value::String(r.rule.into()));
-                let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
-                if shape != e.shape {
-                    extra.insert("onnx_shape".into(), json!(e.shape));
-                }
-                (r.stage.clone(), shape, Some(r.stage.clone()))
-            }
-            None => (v.name.clone(), e.shape.clone(), None),
-        };
-        writer.write(
-            &name,
-            TensorRecord {
-                native: v.native.clone(),
-                stage,
-                extra,
-            },
-            e.dtype,
-            &shape,
-            &e.bytes,
-        )?;
+        run_records.push(json!({
+            "values": subset.len(),
+            "bytes": bytes_written,
+            "seconds": elapsed.as_secs_f64(),
+        }));
     }
+    bar.finish_and_clear();
     for (name, u) in &unmarked {
         writer.write(
             &format!("unmarked/{name}"),
@@ -438,6 +624,8 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             "threads": opts.threads,
             "calls_inlined": calls_inlined,
             "values_marked": marked.len(),
+            "max_memory": budget,
+            "runs": run_records,
             "values_in_subgraphs_not_captured": subgraph_values,
             "observer_effect": {
                 "final_outputs": final_outputs,
@@ -453,5 +641,36 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         observer_effect,
         runtime,
         run,
+        runs: runs.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_runs;
+
+    #[test]
+    fn everything_in_one_run_when_it_fits() {
+        assert_eq!(plan_runs(&[Some(10), Some(20), Some(30)], 60), vec![0..3]);
+        assert_eq!(plan_runs(&[], 60), vec![0..0]);
+    }
+
+    #[test]
+    fn consecutive_runs_each_within_the_budget() {
+        let sizes = [Some(10), Some(20), Some(30), Some(5), Some(40)];
+        assert_eq!(plan_runs(&sizes, 35), vec![0..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn a_value_larger_than_the_budget_runs_alone() {
+        let sizes = [Some(10), Some(100), Some(10)];
+        assert_eq!(plan_runs(&sizes, 50), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn unknown_sizes_count_as_the_largest_known() {
+        let sizes = [Some(10), None, Some(30), None];
+        assert_eq!(plan_runs(&sizes, 40), vec![0..1, 1..2, 2..3, 3..4]);
+        assert_eq!(plan_runs(&[None, None], 1), vec![0..1, 1..2]);
+    }
 }
