@@ -40,6 +40,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
         Command::Capture(CaptureCommand::Onnx(args)) => run_capture_onnx(args),
+        Command::Capture(CaptureCommand::Eqx(args)) => run_capture_eqx(args),
         Command::Synth(args) => {
             let drift = match &args.drift {
                 None => None,
@@ -222,6 +223,27 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
             "bit-identical to"
         },
         done.runtime.display()
+    );
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
+fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
+    let done = crate::capture::eqx::import(&crate::capture::eqx::EqxOptions {
+        npz: args.npz,
+        output: args.output,
+        input: args.input,
+    })?;
+    eprintln!(
+        "wrote {} ({} tensors, {} bytes): {} arrays named as canonical stages{}",
+        done.written.path.display(),
+        done.written.tensors,
+        done.written.bytes,
+        done.recognized,
+        if done.derived.is_empty() {
+            String::new()
+        } else {
+            format!("; derived from norm: {}", done.derived.join(", "))
+        }
     );
     Ok(exit::WITHIN_TOLERANCE)
 }

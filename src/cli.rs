@@ -130,6 +130,21 @@ pub enum CaptureCommand {
     Meta(CaptureMetaArgs),
     /// Any ONNX model through ONNX Runtime: every intermediate value, inside local functions too
     Onnx(CaptureOnnxArgs),
+    /// An Equinox / JAX run recorded by tools/eqx_capture.py (.npz), imported into a dump
+    Eqx(CaptureEqxArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureEqxArgs {
+    /// The recording written by `python tools/eqx_capture.py --model M.eqx --input input.st -o run.npz`
+    #[arg(long)]
+    pub npz: PathBuf,
+    /// The dump to write
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Check that the recording was made on this input dump (refused otherwise)
+    #[arg(long, value_name = "INPUT.st")]
+    pub input: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

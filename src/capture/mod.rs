@@ -4,7 +4,9 @@
 //! - [`pth`]: a first check of `.pth` checkpoints (any build).
 //! - `meta` (feature `torch`): Meta's DINOv3 natively in libtorch (docs/capture-meta.md).
 //! - [`onnx`]: any ONNX model through ONNX Runtime, loaded at run time.
+//! - [`eqx`]: an Equinox / JAX run recorded by `tools/eqx_capture.py` (`.npz`), imported.
 
+pub mod eqx;
 pub mod input;
 #[cfg(feature = "torch")]
 pub mod meta;

@@ -1,0 +1,584 @@
+//! `dinodiff capture eqx`: imports an Equinox / JAX run recorded by `tools/eqx_capture.py` (an
+//! `.npz`) into a dump.
+//!
+//! Contract:
+//! - the npz must hold `__dinodiff_manifest__` (UTF-8 JSON as a 1-D uint8 array, format
+//!   `dinodiff-eqx-npz` version 1) whose `order` lists the arrays in execution order; every
+//!   listed array must exist, and arrays not listed are refused (a recording is complete or it is
+//!   not imported);
+//! - arrays are read with `npyz`: f16, f32, f64, signed and unsigned integers and bool are taken
+//!   as they are; 2-byte void arrays are bf16 only when the manifest says the array is `bfloat16`
+//!   (how numpy saves `ml_dtypes.bfloat16`); object arrays are refused, never unpickled; other
+//!   dtypes (complex, strings, structured) and Fortran-ordered arrays are refused by name;
+//! - Equinox names (pytree paths, `blocks[3].ls1`, and the tool's internals, `blocks[3].attn:q`)
+//!   are mapped to canonical stages by [`canonical_stage`] (docs/capture-eqx.md has the table);
+//!   others keep their names. A canonical stage that lacks its leading batch dimension gets it
+//!   (Equinox modules run unbatched); the record says so (`eqx_shape`);
+//! - `cls`, `storage`, `patches` are sliced from `norm` and `pooled` is the mean of `patches`
+//!   over tokens (accumulated in f64), when the recording does not hold them (the Equinox model
+//!   drops storage tokens from its output and does not pool); their records say `derived`;
+//! - the recorded `input` array must hash to the manifest's input sha256, and, with `--input`, to
+//!   that dump's `input_sha256` (a recording of another input is refused).
+
+use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
+use anyhow::{Context, Result, bail, ensure};
+use npyz::{DType, TypeChar};
+use safetensors::Dtype;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_ARRAY: &str = "__dinodiff_manifest__";
+pub const FORMAT: &str = "dinodiff-eqx-npz";
+
+pub struct EqxOptions {
+    pub npz: PathBuf,
+    pub output: PathBuf,
+    /// When given, the recording must have been made on this dump's `input`.
+    pub input: Option<PathBuf>,
+}
+
+pub struct EqxImport {
+    pub written: WrittenDump,
+    pub recognized: usize,
+    pub derived: Vec<String>,
+}
+
+/// One array read from the npz.
+struct Array {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+/// The canonical stage of an Equinox name, or `None` when it has none.
+pub fn canonical_stage(name: &str) -> Option<String> {
+    let direct = match name {
+        "input" => Some("input"),
+        "patch_embed" => Some("patch_embed"),
+        "tokens" => Some("tokens"),
+        "rope:sin" => Some("rope.sin"),
+        "rope:cos" => Some("rope.cos"),
+        "norm" => Some("norm"),
+        "cls" => Some("cls"),
+        "storage" => Some("storage"),
+        "patches" => Some("patches"),
+        "pooled" => Some("pooled"),
+        _ => None,
+    };
+    if let Some(s) = direct {
+        return Some(s.to_string());
+    }
+    let rest = name.strip_prefix("blocks[")?;
+    let (digits, tail) = rest.split_once(']')?;
+    let index: usize = digits.parse().ok()?;
+    if index.to_string() != digits {
+        return None; // `blocks[03]` is not a pytree path
+    }
+    let stage = match tail {
+        "" => "output",
+        ".norm1" => "norm1",
+        ".attn:qkv" => "attn.qkv",
+        ".attn:q" => "attn.q",
+        ".attn:k" => "attn.k",
+        ".attn:v" => "attn.v",
+        ".attn:sdpa" => "attn.sdpa",
+        ".attn" => "attn",
+        ".ls1" => "ls1",
+        ":residual1" => "residual1",
+        ".norm2" => "norm2",
+        ".mlp:hidden" => "mlp.hidden",
+        ".mlp" => "mlp",
+        ".ls2" => "ls2",
+        _ => return None,
+    };
+    Some(format!("blocks.{index}.{stage}"))
+}
+
+/// The rank a canonical stage has with its batch dimension (docs/stages.md).
+fn batched_rank(stage: &str) -> Option<usize> {
+    if stage.starts_with("rope.") {
+        return None;
+    }
+    Some(match stage.rsplit('.').next().unwrap_or(stage) {
+        "input" | "q" | "k" | "v" => 4,
+        "cls" | "pooled" => 2,
+        _ => 3,
+    })
+}
+
+fn read_manifest(
+    archive: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
+    path: &Path,
+) -> Result<Value> {
+    let Some(file) = archive
+        .by_name(MANIFEST_ARRAY)
+        .with_context(|| format!("reading {MANIFEST_ARRAY} in {}", path.display()))?
+    else {
+        bail!(
+            "{} has no {MANIFEST_ARRAY} array: it was not written by tools/eqx_capture.py \
+             (record the run with `python tools/eqx_capture.py --model M.eqx --input input.st -o {}`)",
+            path.display(),
+            path.display()
+        );
+    };
+    let bytes: Vec<u8> = file
+        .into_vec()
+        .with_context(|| format!("{}: {MANIFEST_ARRAY} is not a uint8 array", path.display()))?;
+    let manifest: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: {MANIFEST_ARRAY} is not JSON", path.display()))?;
+    ensure!(
+        manifest["format"] == FORMAT && manifest["version"] == 1,
+        "{}: {MANIFEST_ARRAY} is format {} version {}; this dinodiff reads {FORMAT} version 1",
+        path.display(),
+        manifest["format"],
+        manifest["version"]
+    );
+    Ok(manifest)
+}
+
+/// Reads one array; `claimed` is the manifest's dtype name for it (decides 2-byte voids).
+fn read_array<R: std::io::Read>(
+    file: npyz::NpyFile<R>,
+    npz: &Path,
+    name: &str,
+    claimed: Option<&str>,
+) -> Result<Array> {
+    let refuse = |what: String| -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}: array {name:?} {what}; dinodiff imports f16, bf16, f32, f64, integer and bool arrays",
+            npz.display()
+        )
+    };
+    let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
+    if file.header().uses_pickled_array() {
+        return Err(refuse(
+            "is an object array (pickled Python objects), which dinodiff never unpickles".into(),
+        ));
+    }
+    let DType::Plain(ts) = file.dtype() else {
+        return Err(refuse(format!(
+            "has a structured dtype ({})",
+            file.dtype().descr()
+        )));
+    };
+    if file.order() == npyz::Order::Fortran && shape.len() > 1 {
+        return Err(refuse(
+            "is stored in Fortran order; save it with np.ascontiguousarray".into(),
+        ));
+    }
+    let size = ts.size_field();
+    macro_rules! typed {
+        ($t:ty, $dtype:expr) => {{
+            let v: Vec<$t> = file
+                .into_vec()
+                .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
+            ($dtype, bytemuck::cast_slice(&v).to_vec())
+        }};
+    }
+    let (dtype, bytes) = match (ts.type_char(), size) {
+        (TypeChar::Float, 2) => typed!(half::f16, Dtype::F16),
+        (TypeChar::Float, 4) => typed!(f32, Dtype::F32),
+        (TypeChar::Float, 8) => typed!(f64, Dtype::F64),
+        (TypeChar::Int, 1) => typed!(i8, Dtype::I8),
+        (TypeChar::Int, 2) => typed!(i16, Dtype::I16),
+        (TypeChar::Int, 4) => typed!(i32, Dtype::I32),
+        (TypeChar::Int, 8) => typed!(i64, Dtype::I64),
+        (TypeChar::Uint, 1) => typed!(u8, Dtype::U8),
+        (TypeChar::Uint, 2) => typed!(u16, Dtype::U16),
+        (TypeChar::Uint, 4) => typed!(u32, Dtype::U32),
+        (TypeChar::Uint, 8) => typed!(u64, Dtype::U64),
+        (TypeChar::Bool, 1) => {
+            let v: Vec<bool> = file
+                .into_vec()
+                .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
+            (Dtype::BOOL, v.into_iter().map(u8::from).collect())
+        }
+        (TypeChar::RawData, 2) if claimed == Some("bfloat16") => {
+            let little = ts.endianness() != npyz::Endianness::Big;
+            let v: Vec<[u8; 2]> = {
+                let elements: usize = shape.iter().product();
+                let mut raw = Vec::with_capacity(elements * 2);
+                std::io::Read::read_to_end(&mut file.into_inner(), &mut raw)
+                    .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
+                ensure!(
+                    raw.len() >= elements * 2,
+                    "{}: array {name:?} is cut short ({} of {} bytes)",
+                    npz.display(),
+                    raw.len(),
+                    elements * 2
+                );
+                raw[..elements * 2]
+                    .chunks_exact(2)
+                    .map(|c| if little { [c[0], c[1]] } else { [c[1], c[0]] })
+                    .collect()
+            };
+            (Dtype::BF16, v.concat())
+        }
+        (TypeChar::RawData, 2) => {
+            return Err(refuse(
+                "is a 2-byte void array not declared bfloat16 in the manifest".into(),
+            ));
+        }
+        _ => return Err(refuse(format!("has dtype {ts}, which a dump cannot hold"))),
+    };
+    Ok(Array {
+        dtype,
+        shape,
+        bytes,
+    })
+}
+
+fn f32_values(a: &Array) -> Option<Vec<f32>> {
+    (a.dtype == Dtype::F32).then(|| {
+        a.bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()
+    })
+}
+
+/// `cls`, `storage`, `patches` sliced from `norm` [B, N, D] and `pooled` = mean of `patches`.
+fn derive_head(norm: &Array, storage_tokens: usize) -> Vec<(&'static str, &'static str, Array)> {
+    let Some(values) = f32_values(norm) else {
+        return Vec::new();
+    };
+    let [b, n, d] = norm.shape[..] else {
+        return Vec::new();
+    };
+    if b != 1 || n <= 1 + storage_tokens {
+        return Vec::new();
+    }
+    let rows = |from: usize, to: usize| -> Vec<f32> { values[from * d..to * d].to_vec() };
+    let bytes = |v: &[f32]| bytemuck::cast_slice(v).to_vec();
+    let patches = rows(1 + storage_tokens, n);
+    let hw = n - 1 - storage_tokens;
+    let pooled: Vec<f32> = (0..d)
+        .map(|j| ((0..hw).map(|t| patches[t * d + j] as f64).sum::<f64>() / hw as f64) as f32)
+        .collect();
+    let mut out = vec![(
+        "cls",
+        "norm[:, 0]",
+        Array {
+            dtype: Dtype::F32,
+            shape: vec![1, d],
+            bytes: bytes(&rows(0, 1)),
+        },
+    )];
+    if storage_tokens > 0 {
+        out.push((
+            "storage",
+            "norm[:, 1:1+R]",
+            Array {
+                dtype: Dtype::F32,
+                shape: vec![1, storage_tokens, d],
+                bytes: bytes(&rows(1, 1 + storage_tokens)),
+            },
+        ));
+    }
+    out.push((
+        "patches",
+        "norm[:, 1+R:]",
+        Array {
+            dtype: Dtype::F32,
+            shape: vec![1, hw, d],
+            bytes: bytes(&patches),
+        },
+    ));
+    out.push((
+        "pooled",
+        "mean of patches over tokens (f64 accumulation)",
+        Array {
+            dtype: Dtype::F32,
+            shape: vec![1, d],
+            bytes: bytes(&pooled),
+        },
+    ));
+    out
+}
+
+pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
+    let npz = &opts.npz;
+    let identity = FileIdentity::of_file(npz, |_| {}).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the npz {}: {}",
+            npz.display(),
+            crate::dump::reader::io_problem(&e)
+        )
+    })?;
+    let mut archive = npyz::npz::NpzArchive::open(npz).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not an npz file (a zip of .npy arrays): {e}",
+            npz.display()
+        )
+    })?;
+    let recorded = read_manifest(&mut archive, npz)?;
+    let order: Vec<String> = recorded["order"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        !order.is_empty(),
+        "{}: the manifest lists no arrays (\"order\" is missing or empty)",
+        npz.display()
+    );
+    let present: HashSet<String> = archive.array_names().map(str::to_string).collect();
+    let missing: Vec<&String> = order.iter().filter(|n| !present.contains(*n)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: the manifest lists {} array(s) the npz does not hold: {}. The recording is \
+             incomplete; record it again with tools/eqx_capture.py",
+            npz.display(),
+            missing.len(),
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let listed: HashSet<&str> = order.iter().map(String::as_str).collect();
+    let mut unlisted: Vec<&String> = present
+        .iter()
+        .filter(|n| *n != MANIFEST_ARRAY && !listed.contains(n.as_str()))
+        .collect();
+    unlisted.sort();
+    if !unlisted.is_empty() {
+        bail!(
+            "{}: the npz holds array(s) its manifest does not list: {}; it was changed after \
+             tools/eqx_capture.py wrote it",
+            npz.display(),
+            unlisted
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    ensure!(
+        listed.contains("input"),
+        "{}: the recording holds no \"input\" array, so what it was run on cannot be checked",
+        npz.display()
+    );
+    let recorded_input_sha = recorded["input"]["sha256"].as_str().map(str::to_string);
+
+    let mut manifest = Manifest::for_this_process(SourceKind::Eqx);
+    if let Some(m) = recorded.get("model")
+        && let (Some(path), Some(size), Some(sha)) =
+            (m["path"].as_str(), m["size"].as_u64(), m["sha256"].as_str())
+    {
+        manifest.model = Some(FileIdentity {
+            path: path.to_string(),
+            size,
+            sha256: sha.to_string(),
+        });
+    }
+    if let Some(fw) = recorded["frameworks"].as_object() {
+        for (k, v) in fw {
+            if let Some(v) = v.as_str() {
+                manifest.frameworks.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    manifest.device = recorded["device"].as_str().map(str::to_string);
+    manifest.dtype = recorded["dtype"].as_str().map(str::to_string);
+    manifest.input = recorded.get("input").cloned();
+    let config = &recorded["model"]["config"];
+    let storage_tokens = config["num_storage_tokens"].as_u64().unwrap_or(4) as usize;
+    if let (Some(d), Some(depth), Some(heads)) = (
+        config["embed_dim"].as_u64(),
+        config["depth"].as_u64(),
+        config["num_heads"].as_u64(),
+    ) {
+        // The Equinox example has the GELU Mlp only: the hub variant with these dimensions.
+        let hub = crate::model::variant::VARIANTS.iter().find(|v| {
+            matches!(v.ffn, crate::model::variant::Ffn::Mlp)
+                && (v.embed_dim, v.depth, v.heads) == (d as usize, depth as usize, heads as usize)
+        });
+        manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
+    }
+    let claimed: BTreeMap<String, String> = recorded["arrays"]
+        .as_object()
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| v["dtype"].as_str().map(|d| (k.clone(), d.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut writer = DumpWriter::create_for(&opts.output, manifest, order.len() + 4)?;
+    let mut written_stages: HashSet<String> = HashSet::new();
+    let mut recognized = 0;
+    let mut norm: Option<Array> = None;
+    for name in &order {
+        let file = archive
+            .by_name(name)
+            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?
+            .expect("presence checked above");
+        let mut array = read_array(file, npz, name, claimed.get(name).map(String::as_str))?;
+        if name == "input" {
+            let hash = crate::dump::manifest::sha256_hex(&array.bytes);
+            if let Some(r) = &recorded_input_sha {
+                ensure!(
+                    *r == hash,
+                    "{}: its \"input\" array hashes to {hash}, not to the input sha256 {r} its \
+                     manifest records; the file was changed after it was written",
+                    npz.display()
+                );
+            }
+            if let Some(dump) = &opts.input {
+                let expected = crate::capture::input::read_input_dump(dump)?;
+                let want = crate::dump::manifest::sha256_hex(&expected.bytes());
+                ensure!(
+                    want == hash,
+                    "{} was recorded for a different input: its input has sha256 {hash} (shape \
+                     {:?}), {} has {want} (shape {:?}). Record the Equinox run again on {}",
+                    npz.display(),
+                    array.shape,
+                    dump.display(),
+                    expected.shape,
+                    dump.display()
+                );
+            }
+        }
+        let mut extra = serde_json::Map::new();
+        if let Some(info) = recorded["arrays"].get(name).and_then(Value::as_object) {
+            for key in ["module", "class", "kind"] {
+                if let Some(v) = info.get(key) {
+                    extra.insert(format!("eqx_{key}"), v.clone());
+                }
+            }
+        }
+        let stage = canonical_stage(name);
+        let dump_name = match &stage {
+            Some(s) => {
+                recognized += 1;
+                if let Some(rank) = batched_rank(s)
+                    && array.shape.len() + 1 == rank
+                {
+                    extra.insert("eqx_shape".into(), json!(array.shape));
+                    array.shape.insert(0, 1);
+                }
+                if s != name {
+                    extra.insert("eqx_name".into(), Value::String(name.clone()));
+                }
+                written_stages.insert(s.clone());
+                s.clone()
+            }
+            None => name.clone(),
+        };
+        writer.write(
+            &dump_name,
+            TensorRecord {
+                native: name.clone(),
+                stage: stage.clone(),
+                extra,
+            },
+            array.dtype,
+            &array.shape,
+            &array.bytes,
+        )?;
+        if stage.as_deref() == Some("norm") {
+            norm = Some(array);
+        }
+    }
+    let mut derived = Vec::new();
+    if let Some(norm) = &norm {
+        for (stage, how, array) in derive_head(norm, storage_tokens) {
+            if written_stages.contains(stage) {
+                continue;
+            }
+            writer.write(
+                stage,
+                TensorRecord {
+                    native: "norm".into(),
+                    stage: Some(stage.into()),
+                    extra: [("derived".to_string(), Value::String(how.into()))]
+                        .into_iter()
+                        .collect(),
+                },
+                array.dtype,
+                &array.shape,
+                &array.bytes,
+            )?;
+            derived.push(stage.to_string());
+        }
+    }
+    let mut about = recorded.clone();
+    if let Some(o) = about.as_object_mut() {
+        o.remove("order");
+        o.remove("arrays");
+    }
+    writer.annotate(
+        "eqx",
+        json!({ "npz": identity, "recorded": about, "derived": derived }),
+    );
+    let written = writer.finish()?;
+    Ok(EqxImport {
+        written,
+        recognized,
+        derived,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equinox_names_map_to_canonical_stages() {
+        let cases = [
+            ("patch_embed", Some("patch_embed")),
+            ("rope:sin", Some("rope.sin")),
+            ("blocks[0]", Some("blocks.0.output")),
+            ("blocks[11].attn", Some("blocks.11.attn")),
+            ("blocks[3].attn:q", Some("blocks.3.attn.q")),
+            ("blocks[3].attn:sdpa", Some("blocks.3.attn.sdpa")),
+            ("blocks[3]:residual1", Some("blocks.3.residual1")),
+            ("blocks[3].mlp:hidden", Some("blocks.3.mlp.hidden")),
+            ("blocks[3].mlp", Some("blocks.3.mlp")),
+            ("blocks[3].mlp.fc1", None),
+            ("blocks[3]:input", None),
+            ("blocks[3].attn.core.attn.query_proj", None),
+            ("blocks[x].ls1", None),
+            ("blocks[03].ls1", None),
+            ("output", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(canonical_stage(name).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn batch_dims_are_known_per_stage() {
+        assert_eq!(batched_rank("blocks.2.attn.q"), Some(4));
+        assert_eq!(batched_rank("blocks.2.attn"), Some(3));
+        assert_eq!(batched_rank("cls"), Some(2));
+        assert_eq!(batched_rank("rope.sin"), None);
+        assert_eq!(batched_rank("input"), Some(4));
+    }
+
+    #[test]
+    fn head_is_sliced_and_pooled_from_norm() {
+        // N = 1 + 1 storage + 2 patches, D = 2.
+        let v: Vec<f32> = vec![1., 2., 3., 4., 5., 6., 7., 9.];
+        let norm = Array {
+            dtype: Dtype::F32,
+            shape: vec![1, 4, 2],
+            bytes: bytemuck::cast_slice(&v).to_vec(),
+        };
+        let head = derive_head(&norm, 1);
+        let get = |s: &str| {
+            let a = &head.iter().find(|(n, _, _)| *n == s).unwrap().2;
+            (a.shape.clone(), f32_values(a).unwrap())
+        };
+        assert_eq!(get("cls"), (vec![1, 2], vec![1., 2.]));
+        assert_eq!(get("storage"), (vec![1, 1, 2], vec![3., 4.]));
+        assert_eq!(get("patches"), (vec![1, 2, 2], vec![5., 6., 7., 9.]));
+        assert_eq!(get("pooled"), (vec![1, 2], vec![6., 7.5]));
+    }
+}
