@@ -27,10 +27,11 @@ dinodiff finds ONNX Runtime through ORT_DYLIB_PATH, set to this Python's onnxrun
 """
 
 import argparse
-import json
+import importlib.util
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -148,12 +149,10 @@ def make_input(work, dinodiff, env):
     inp = work / f"input-{IMG}.st"
     if inp.exists():
         return inp
-    image = None
-    try:
-        image = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    except ImportError:
-        pass
-    if image is not None and image.exists():
+    # The image bench_capture_meta.py uses, found without importing matplotlib (see own_rss).
+    spec = importlib.util.find_spec("matplotlib")
+    image = spec and Path(spec.origin).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
+    if image and image.exists():
         run([dinodiff, "prep", "--image", image, "--size", IMG, "-o", inp], env=env)
     else:
         x = np.random.default_rng(0).standard_normal((1, 3, IMG, IMG)).astype(np.float32)
@@ -162,13 +161,23 @@ def make_input(work, dinodiff, env):
     return inp
 
 
+POLYGRAPHY_INPUTS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from dumpfile import read_dump
+from polygraphy.json import save_json
+save_json([{"input": read_dump(sys.argv[2])[1]["input"]}], sys.argv[3], description="input.st")
+"""
+
+
 def polygraphy_inputs(work, inp):
+    """Polygraphy's --load-inputs format: a JSON list of feed dicts, written by its save_json
+    (NumPy arrays as base64 .npy). In a child: polygraphy's JSON module imports torch."""
     path = work / f"polygraphy-inputs-{IMG}.json"
     if not path.exists():
-        from polygraphy.json import save_json
-
-        x = read_dump(inp)[1]["input"]
-        save_json([{"input": x}], str(path), description="the input of input.st")
+        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+        run([PY, "-c", POLYGRAPHY_INPUTS, TOOLS, inp, tmp])
+        os.replace(tmp, path)
     return path
 
 
@@ -178,9 +187,10 @@ def number(pattern, text, cast=float):
 
 
 def ort_library():
-    import onnxruntime
-
-    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    spec = importlib.util.find_spec("onnxruntime")  # not imported: keeps this process small
+    if spec is None:
+        sys.exit(f"no onnxruntime package in {PY}")
+    libs = sorted((Path(spec.origin).parent / "capi").glob("libonnxruntime.so*"))
     if not libs:
         sys.exit(f"no libonnxruntime.so* in the onnxruntime package of {PY}")
     return libs[-1]
@@ -246,6 +256,9 @@ def main():
     if not Path(poly_b[0]).exists():
         poly_b[0:1] = [PY, "-m", "polygraphy"]
 
+    # Linux starts a child's ru_maxrss at the RSS of the process it was forked from, so this
+    # process stays small (numpy only) until every measurement is done.
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     say("warm-up run of each command")
     for cmd, aff in ((ours_a, None), (plain_a, None), (ours_b, None), (poly_b, affinity)):
         run(cmd, aff, env)
@@ -333,6 +346,14 @@ def main():
     print(f"| **ratio (Polygraphy / dinodiff)** | **{speed:.1f}x** "
           f"{'(target >= 5x: ok)' if speed >= 5 else '(target >= 5x: MISSED)'} "
           f"| {best['poly_b_rss'] / best['ours_b_rss']:.1f}x | {size_pg / size_ours:.2f}x | |")
+    print()
+    print("All runs (wall s, in order): " + "; ".join(
+        f"{label} {' '.join(f'{t:.2f}' for t in res[key])}"
+        for label, key in (("(a) dinodiff", "ours_a"), ("(a) Python", "plain_a"),
+                           ("(b) dinodiff", "ours_b"), ("(b) Polygraphy", "poly_b"))) + ".")
+    print(f"Peak RSS: each child's ru_maxrss (wait4); a child's figure cannot be below this "
+          f"process's {mb(own_rss)} at fork time. Polygraphy runs ONNX Runtime with its default "
+          f"graph optimizations (ORT_ENABLE_ALL), dinodiff with its default (--opt-level disable).")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@
 //!   are mapped to canonical stages by [`canonical_stage`] (docs/capture-eqx.md has the table);
 //!   others keep their names. A canonical stage that lacks its leading batch dimension gets it
 //!   (Equinox modules run unbatched); the record says so (`eqx_shape`);
-//! - `cls`, `storage`, `patches` are sliced from `norm` and `pooled` is the mean of `patches`
-//!   over tokens (accumulated in f64), when the recording does not hold them (the Equinox model
-//!   drops storage tokens from its output and does not pool); their records say `derived`;
+//! - `cls`, `storage`, `patches` and `pooled` are derived from `norm` ([`crate::capture::head`])
+//!   when the recording does not hold them (the Equinox model drops storage tokens from its
+//!   output and does not pool); their records say `derived`;
 //! - the recorded `input` array must hash to the manifest's input sha256, and, with `--input`, to
 //!   that dump's `input_sha256` (a recording of another input is refused).
 
@@ -229,74 +229,6 @@ fn read_array<R: std::io::Read>(
     })
 }
 
-fn f32_values(a: &Array) -> Option<Vec<f32>> {
-    (a.dtype == Dtype::F32).then(|| {
-        a.bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect()
-    })
-}
-
-/// `cls`, `storage`, `patches` sliced from `norm` [B, N, D] and `pooled` = mean of `patches`.
-fn derive_head(norm: &Array, storage_tokens: usize) -> Vec<(&'static str, &'static str, Array)> {
-    let Some(values) = f32_values(norm) else {
-        return Vec::new();
-    };
-    let [b, n, d] = norm.shape[..] else {
-        return Vec::new();
-    };
-    if b != 1 || n <= 1 + storage_tokens {
-        return Vec::new();
-    }
-    let rows = |from: usize, to: usize| -> Vec<f32> { values[from * d..to * d].to_vec() };
-    let bytes = |v: &[f32]| bytemuck::cast_slice(v).to_vec();
-    let patches = rows(1 + storage_tokens, n);
-    let hw = n - 1 - storage_tokens;
-    let pooled: Vec<f32> = (0..d)
-        .map(|j| ((0..hw).map(|t| patches[t * d + j] as f64).sum::<f64>() / hw as f64) as f32)
-        .collect();
-    let mut out = vec![(
-        "cls",
-        "norm[:, 0]",
-        Array {
-            dtype: Dtype::F32,
-            shape: vec![1, d],
-            bytes: bytes(&rows(0, 1)),
-        },
-    )];
-    if storage_tokens > 0 {
-        out.push((
-            "storage",
-            "norm[:, 1:1+R]",
-            Array {
-                dtype: Dtype::F32,
-                shape: vec![1, storage_tokens, d],
-                bytes: bytes(&rows(1, 1 + storage_tokens)),
-            },
-        ));
-    }
-    out.push((
-        "patches",
-        "norm[:, 1+R:]",
-        Array {
-            dtype: Dtype::F32,
-            shape: vec![1, hw, d],
-            bytes: bytes(&patches),
-        },
-    ));
-    out.push((
-        "pooled",
-        "mean of patches over tokens (f64 accumulation)",
-        Array {
-            dtype: Dtype::F32,
-            shape: vec![1, d],
-            bytes: bytes(&pooled),
-        },
-    ));
-    out
-}
-
 pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
     let npz = &opts.npz;
     let identity = FileIdentity::of_file(npz, |_| {}).map_err(|e| {
@@ -488,7 +420,9 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
     }
     let mut derived = Vec::new();
     if let Some(norm) = &norm {
-        for (stage, how, array) in derive_head(norm, storage_tokens) {
+        for (stage, how, array) in
+            crate::capture::head::derive(&norm.shape, &norm.bytes, norm.dtype, storage_tokens)
+        {
             if written_stages.contains(stage) {
                 continue;
             }
@@ -501,9 +435,9 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
                         .into_iter()
                         .collect(),
                 },
-                array.dtype,
-                &array.shape,
-                &array.bytes,
+                Dtype::F32,
+                &array.0,
+                &array.1,
             )?;
             derived.push(stage.to_string());
         }
@@ -560,25 +494,5 @@ mod tests {
         assert_eq!(batched_rank("cls"), Some(2));
         assert_eq!(batched_rank("rope.sin"), None);
         assert_eq!(batched_rank("input"), Some(4));
-    }
-
-    #[test]
-    fn head_is_sliced_and_pooled_from_norm() {
-        // N = 1 + 1 storage + 2 patches, D = 2.
-        let v: Vec<f32> = vec![1., 2., 3., 4., 5., 6., 7., 9.];
-        let norm = Array {
-            dtype: Dtype::F32,
-            shape: vec![1, 4, 2],
-            bytes: bytemuck::cast_slice(&v).to_vec(),
-        };
-        let head = derive_head(&norm, 1);
-        let get = |s: &str| {
-            let a = &head.iter().find(|(n, _, _)| *n == s).unwrap().2;
-            (a.shape.clone(), f32_values(a).unwrap())
-        };
-        assert_eq!(get("cls"), (vec![1, 2], vec![1., 2.]));
-        assert_eq!(get("storage"), (vec![1, 1, 2], vec![3., 4.]));
-        assert_eq!(get("patches"), (vec![1, 2, 2], vec![5., 6., 7., 9.]));
-        assert_eq!(get("pooled"), (vec![1, 2], vec![6., 7.5]));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`eqx`]: an Equinox / JAX run recorded by `tools/eqx_capture.py` (`.npz`), imported.
 
 pub mod eqx;
+pub mod head;
 pub mod input;
 #[cfg(feature = "torch")]
 pub mod meta;

@@ -13,14 +13,18 @@
 //!   block's Add that takes `ls1`, `mlp.hidden` = the Gelu inside DinoMlp;
 //! - in MultiHeadAttention: `attn.q` / `attn.k` / `attn.v` = the operands of the `Attention`
 //!   node (q and k after RoPE, [B, H, N, hd]), `attn.sdpa` = the Reshape of its transposed
-//!   result ([B·N, D], written as [1, B·N, D]: captures run batch 1);
+//!   result ([B·N, D], written as [1, B·N, D]: captures run batch 1); `attn.qkv` = the first
+//!   three Gemms (the q, k, v projections, [N, D] each) concatenated along the last axis
+//!   ([1, N, 3D]; Equinox has no fused projection, so the stage is assembled from its pieces,
+//!   which keep their own names); `rope.cos` / `rope.sin` = the constant operands of the first
+//!   two Muls of the first block's attention (`q * cos`, `rotate(q) * sin`), [1, N, 1, hd]
+//!   tables over all tokens, written as their last hw rows [hw, hd] (Meta's layout);
 //! - `norm` = the value the head's Slices take after the last block; `cls` = the first Slice
 //!   ([B, 1, D], written as [B, D]), `patches` = the second.
 //!
-//! Not recognizable in these exports: `attn.qkv` (Equinox projects q, k and v separately; there is
-//! no fused value), `rope.sin` / `rope.cos` (constants covering all N tokens, [1, N, 1, hd], not
-//! Meta's [hw, hd] tables), `storage` and `pooled` (the model drops the storage tokens from its
-//! output and does not pool).
+//! `storage` and `pooled` are not values of these exports (the model drops the storage tokens
+//! from its output and does not pool): the capture derives them from `norm`
+//! ([`crate::capture::head`]).
 
 use super::inline::{Call, ValueOrigin};
 use std::collections::HashMap;
@@ -33,6 +37,9 @@ pub enum Reshape {
     PrependBatch,
     /// Drop a size-1 axis.
     Squeeze(usize),
+    /// A per-token table over all N tokens ([1, N, 1, hd] or [N, hd]): its last hw rows, as
+    /// [hw, hd] (the bytes of the prefix tokens are dropped; hw = the patch grid's size).
+    PatchRows,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +48,10 @@ pub struct Recognized {
     pub reshape: Reshape,
     /// Which rule matched (recorded in the manifest).
     pub rule: &'static str,
+    /// `Some((k, n))`: the value is the k-th of n pieces that, concatenated along the last axis,
+    /// make the stage (Equinox's separate q, k, v projections make `attn.qkv`); the value keeps
+    /// its own name and the stage is written once all n pieces are captured.
+    pub part: Option<(usize, usize)>,
 }
 
 struct Index<'a> {
@@ -99,6 +110,33 @@ impl Out {
                 stage,
                 reshape,
                 rule,
+                part: None,
+            },
+        );
+    }
+
+    fn put_part(
+        &mut self,
+        value: Option<&String>,
+        stage: String,
+        part: (usize, usize),
+        reshape: Reshape,
+        rule: &'static str,
+    ) {
+        let Some(value) = value else { return };
+        if value.is_empty()
+            || self.map.contains_key(value)
+            || !self.taken.insert(format!("{stage}#{}", part.0))
+        {
+            return;
+        }
+        self.map.insert(
+            value.clone(),
+            Recognized {
+                stage,
+                reshape,
+                rule,
+                part: Some(part),
             },
         );
     }
@@ -213,6 +251,49 @@ fn jax2onnx_vit(index: &Index, vit: &Call, out: &mut Out) {
 fn attention_internals(index: &Index, mha: &Call, stage: &dyn Fn(&str) -> String, out: &mut Out) {
     const RULE: &str = "jax2onnx Equinox DINOv3";
     let scope = index.values(&mha.path);
+    // q, k, v projections: the Gemms fed by the input's flattened copies, in order.
+    let gemms: Vec<&&ValueOrigin> = scope.iter().filter(|v| v.op_type == "Gemm").collect();
+    if gemms.len() >= 3 {
+        for (k, g) in gemms.iter().take(3).enumerate() {
+            out.put_part(
+                Some(&g.name),
+                stage("attn.qkv"),
+                (k, 3),
+                Reshape::PrependBatch,
+                RULE,
+            );
+        }
+    }
+    // RoPE tables: the constant operands of the first `x * cos` and `rotated * sin` Muls (the
+    // rotary step of q). Only the first block's are taken (every block uses the same tables).
+    if stage("").starts_with("blocks.0.") {
+        let constants: std::collections::HashSet<&str> = scope
+            .iter()
+            .filter(|v| v.op_type == "Constant")
+            .map(|v| v.name.as_str())
+            .collect();
+        let muls: Vec<&str> = scope
+            .iter()
+            .filter(|v| v.op_type == "Mul")
+            .filter_map(|v| v.inputs.iter().find(|i| constants.contains(i.as_str())))
+            .map(String::as_str)
+            .take(2)
+            .collect();
+        if let [cos, sin] = muls[..] {
+            out.put(
+                Some(&cos.to_string()),
+                "rope.cos".into(),
+                Reshape::PatchRows,
+                RULE,
+            );
+            out.put(
+                Some(&sin.to_string()),
+                "rope.sin".into(),
+                Reshape::PatchRows,
+                RULE,
+            );
+        }
+    }
     let Some(att) = scope.iter().find(|v| v.op_type == "Attention") else {
         return;
     };
@@ -247,7 +328,56 @@ pub fn reshaped(shape: &[usize], r: Reshape) -> Vec<usize> {
             s
         }
         Reshape::Squeeze(_) => shape.to_vec(),
+        // The rows are cut by the caller, who knows hw ([`patch_rows`]).
+        Reshape::PatchRows => shape.to_vec(),
     }
+}
+
+/// The last `hw` rows of a per-token table ([1, N, 1, hd] or [N, hd], `element` bytes per
+/// value), as ([hw, hd], bytes); `None` when the shape is not such a table.
+pub fn patch_rows(
+    shape: &[usize],
+    bytes: &[u8],
+    element: usize,
+    hw: usize,
+) -> Option<(Vec<usize>, Vec<u8>)> {
+    let (n, hd) = match shape {
+        [1, n, 1, hd] | [n, hd] => (*n, *hd),
+        _ => return None,
+    };
+    if hw > n || bytes.len() != n * hd * element {
+        return None;
+    }
+    Some((vec![hw, hd], bytes[(n - hw) * hd * element..].to_vec()))
+}
+
+/// Concatenates pieces ([.., d_k], same leading dims) along the last axis.
+pub fn concat_last(
+    pieces: &[(Vec<usize>, Vec<u8>)],
+    element: usize,
+) -> Option<(Vec<usize>, Vec<u8>)> {
+    let first = &pieces.first()?.0;
+    let lead = &first[..first.len().checked_sub(1)?];
+    if pieces
+        .iter()
+        .any(|(s, _)| s.len() != first.len() || &s[..lead.len()] != lead)
+    {
+        return None;
+    }
+    let rows: usize = lead.iter().product();
+    let widths: Vec<usize> = pieces
+        .iter()
+        .map(|(s, _)| s[lead.len()] * element)
+        .collect();
+    let mut bytes = Vec::with_capacity(rows * widths.iter().sum::<usize>());
+    for r in 0..rows {
+        for ((_, b), w) in pieces.iter().zip(&widths) {
+            bytes.extend_from_slice(&b[r * w..(r + 1) * w]);
+        }
+    }
+    let mut shape = lead.to_vec();
+    shape.push(widths.iter().sum::<usize>() / element);
+    Some((shape, bytes))
 }
 
 #[cfg(test)]
@@ -263,5 +393,31 @@ mod tests {
         );
         assert_eq!(reshaped(&[1, 1, 384], Reshape::Squeeze(1)), [1, 384]);
         assert_eq!(reshaped(&[1, 2, 384], Reshape::Squeeze(1)), [1, 2, 384]);
+    }
+
+    #[test]
+    fn patch_rows_keep_the_last_rows() {
+        let bytes: Vec<u8> = (0..12).collect(); // N = 3 tokens, hd = 4, 1-byte elements
+        assert_eq!(
+            patch_rows(&[1, 3, 1, 4], &bytes, 1, 2),
+            Some((vec![2, 4], (4..12).collect()))
+        );
+        assert_eq!(
+            patch_rows(&[3, 4], &bytes, 1, 3),
+            Some((vec![3, 4], bytes.clone()))
+        );
+        assert_eq!(patch_rows(&[3, 4], &bytes, 1, 4), None);
+        assert_eq!(patch_rows(&[1, 3, 2, 2], &bytes, 1, 2), None);
+    }
+
+    #[test]
+    fn concat_along_the_last_axis() {
+        let a = (vec![2, 1], vec![1u8, 2]);
+        let b = (vec![2, 2], vec![3u8, 4, 5, 6]);
+        assert_eq!(
+            concat_last(&[a.clone(), b], 1),
+            Some((vec![2, 3], vec![1, 3, 4, 2, 5, 6]))
+        );
+        assert_eq!(concat_last(&[a, (vec![3, 1], vec![0; 3])], 1), None);
     }
 }

@@ -263,7 +263,7 @@ def test_ir_version_newer_than_the_runtime(tmp_path, run, image_input):
 
 # --- a real jax2onnx export of the Equinox DINOv3 example (tiny config) ----------------------
 
-BLOCK = ["norm1", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1", "residual1",
+BLOCK = ["norm1", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1", "residual1",
          "norm2", "mlp.hidden", "mlp", "ls2", "output"]
 
 
@@ -291,10 +291,14 @@ def test_jax2onnx_export_stages_are_recognized(jax2onnx_tiny, tmp_path, run):
     out = tmp_path / "j.st"
     run("capture", "onnx", "--model", jax2onnx_tiny, "--input", tmp_path / "in.st", "-o", out)
     m, t = load(out)
-    want = (["input", "patch_embed", "tokens"] + [f"blocks.{i}.{s}" for i in range(2) for s in BLOCK]
-            + ["norm", "cls", "patches"])
+    want = (["input", "patch_embed", "tokens", "rope.sin", "rope.cos"]
+            + [f"blocks.{i}.{s}" for i in range(2) for s in BLOCK]
+            + ["norm", "cls", "storage", "patches", "pooled"])
     canonical = [n for n in m["order"] if m["tensors"][n].get("stage")]
-    assert canonical == want
+    assert sorted(canonical) == sorted(want)
+    # Blocks in order, head last.
+    assert canonical.index("blocks.0.output") < canonical.index("blocks.1.norm1")
+    assert canonical[-5:] == ["norm", "cls", "patches", "storage", "pooled"]
     n_tok, d = 1 + 4 + 4, 64
     assert t["patch_embed"].shape == (1, 4, d)
     assert t["tokens"].shape == (1, n_tok, d)
@@ -311,6 +315,27 @@ def test_jax2onnx_export_stages_are_recognized(jax2onnx_tiny, tmp_path, run):
     np.testing.assert_array_equal(t["tokens"][:, 5:], t["patch_embed"])
     np.testing.assert_array_equal(t["cls"], t["norm"][:, 0])
     np.testing.assert_array_equal(t["patches"], t["norm"][:, 5:])
+    # Derived views: storage sliced, pooled the mean of patches (numpy, f64).
+    np.testing.assert_array_equal(t["storage"], t["norm"][:, 1:5])
+    np.testing.assert_allclose(t["pooled"], t["patches"].astype(np.float64).mean(1), atol=1e-7)
+    assert m["tensors"]["pooled"]["derived"].startswith("mean of patches")
+    # attn.qkv = the three projections side by side, exactly.
+    qkv = m["tensors"]["blocks.0.attn.qkv"]
+    parts = [t[v] for v in qkv["onnx_values"]]
+    assert [m["tensors"][v]["op_type"] for v in qkv["onnx_values"]] == ["Gemm"] * 3
+    np.testing.assert_array_equal(t["blocks.0.attn.qkv"][0], np.concatenate(parts, -1))
+    # RoPE tables against Meta's formula in numpy: periods 100^(2i/(hd/2)) rounded to bf16,
+    # coords (arange(0.5, h)/h)*2-1 "ij", angles 2*pi*coords/periods tiled x2; grid 2x2, hd 32.
+    import ml_dtypes
+    hd, h = 32, 2
+    periods = (100.0 ** (2 * np.arange(hd // 4) / (hd // 2))).astype(ml_dtypes.bfloat16)
+    c = np.arange(0.5, h) / h
+    coords = np.stack(np.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2) * 2 - 1
+    angles = 2 * np.pi * coords[:, :, None] / periods.astype(np.float64)[None, None, :]
+    angles = np.tile(angles.reshape(h * h, -1), 2)
+    np.testing.assert_allclose(t["rope.sin"], np.sin(angles), atol=1e-6)
+    np.testing.assert_allclose(t["rope.cos"], np.cos(angles), atol=1e-6)
+    assert m["tensors"]["rope.sin"]["onnx_shape"] == [1, n_tok, 1, hd]
     # And the LayerNorms are LayerNorms of what they follow (numpy, f64).
     x = t["blocks.0.residual1"].astype(np.float64)
     z = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)

@@ -326,11 +326,27 @@ pub fn default_memory_budget() -> u64 {
 }
 
 /// Writes one captured value under its stage name (or call path), with its ONNX provenance.
+/// The values that are the pieces of `stage`, in piece order.
+fn subset_part_names(
+    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    stage: &str,
+) -> Vec<String> {
+    let mut names: Vec<(usize, &String)> = stages
+        .iter()
+        .filter_map(|(v, r)| r.part.filter(|_| r.stage == stage).map(|(k, _)| (k, v)))
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
+/// Writes one captured value under its stage name (`rec`) or call path, with its ONNX
+/// provenance; `onnx_shape`: the value's shape in ONNX when `e` was cut from it.
 fn write_value(
     writer: &mut DumpWriter,
     v: &ValueOrigin,
-    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    rec: Option<&crate::onnx::stages::Recognized>,
     e: runtime::Extracted,
+    onnx_shape: Option<Vec<usize>>,
 ) -> Result<()> {
     let mut extra = serde_json::Map::new();
     extra.insert("node".into(), Value::String(v.node.clone()));
@@ -359,12 +375,15 @@ fn write_value(
             ),
         );
     }
-    let (name, shape, stage) = match stages.get(&v.name) {
+    let (name, shape, stage) = match rec {
         Some(r) => {
             extra.insert("onnx_value".into(), Value::String(v.name.clone()));
             extra.insert("stage_rule".into(), Value::String(r.rule.into()));
             let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
-            if shape != e.shape {
+            if let Some(full) = onnx_shape {
+                extra.insert("onnx_shape".into(), json!(full));
+                extra.insert("sliced".into(), Value::String("the last hw tokens".into()));
+            } else if shape != e.shape {
                 extra.insert("onnx_shape".into(), json!(e.shape));
             }
             (r.stage.clone(), shape, Some(r.stage.clone()))
@@ -533,7 +552,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     manifest.device = Some("cpu".into());
     manifest.input = Some(input.provenance.clone());
     let mut writer =
-        DumpWriter::create_for(&opts.output, manifest, marked.len() + unmarked.len() + 1)?;
+        DumpWriter::create_for(&opts.output, manifest, marked.len() + unmarked.len() + 5)?;
     writer.write(
         "input",
         TensorRecord {
@@ -549,6 +568,10 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     let mut run = Duration::ZERO;
     let mut observer_effect = false;
     let mut run_records = Vec::new();
+    let mut norm: Option<(Vec<usize>, safetensors::Dtype, Vec<u8>)> = None;
+    let mut written_stages: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    type Piece = Option<(Vec<usize>, safetensors::Dtype, Vec<u8>)>;
+    let mut parts: std::collections::HashMap<String, Vec<Piece>> = Default::default();
     for (index, range) in runs.iter().enumerate() {
         let subset = &marked[range.clone()];
         let names: Vec<&str> = subset.iter().map(|v| v.name.as_str()).collect();
@@ -592,7 +615,85 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             let e = runtime::extract(&v.name, &value)?;
             drop(value);
             bytes_written += e.bytes.len() as u64;
-            write_value(&mut writer, v, &stages, e)?;
+            let mut rec = stages.get(&v.name);
+            let mut e = e;
+            let mut onnx_shape = None;
+            if let Some(r) = rec {
+                if let Some((k, n)) = r.part {
+                    // A piece of a stage: written under its own name; the stage once complete.
+                    let pieces = parts
+                        .entry(r.stage.clone())
+                        .or_insert_with(|| vec![None; n]);
+                    pieces[k] = Some((e.shape.clone(), e.dtype, e.bytes.clone()));
+                    if pieces.iter().all(Option::is_some) {
+                        let pieces: Vec<_> = pieces.drain(..).flatten().collect();
+                        let dtype = pieces[0].1;
+                        let element = (dtype.bitsize() / 8).max(1);
+                        let same_dtype = pieces.iter().all(|p| p.1 == dtype);
+                        let joined: Vec<(Vec<usize>, Vec<u8>)> =
+                            pieces.into_iter().map(|(s, _, b)| (s, b)).collect();
+                        if let (true, Some((shape, bytes))) = (
+                            same_dtype,
+                            crate::onnx::stages::concat_last(&joined, element),
+                        ) {
+                            let shape = crate::onnx::stages::reshaped(&shape, r.reshape);
+                            let mut extra = serde_json::Map::new();
+                            extra.insert("derived".into(), Value::String(
+                                "concatenation of the q, k and v projections along the last axis".into(),
+                            ));
+                            extra.insert("stage_rule".into(), Value::String(r.rule.into()));
+                            extra.insert(
+                                "onnx_values".into(),
+                                json!(subset_part_names(&stages, &r.stage)),
+                            );
+                            writer.write(
+                                &r.stage,
+                                TensorRecord {
+                                    native: String::new(),
+                                    stage: Some(r.stage.clone()),
+                                    extra,
+                                },
+                                dtype,
+                                &shape,
+                                &bytes,
+                            )?;
+                            written_stages.insert(r.stage.clone(), shape);
+                        }
+                    }
+                    rec = None;
+                } else if r.reshape == crate::onnx::stages::Reshape::PatchRows {
+                    let hw = written_stages
+                        .get("patch_embed")
+                        .and_then(|s| s.get(1))
+                        .copied();
+                    match hw.and_then(|hw| {
+                        crate::onnx::stages::patch_rows(
+                            &e.shape,
+                            &e.bytes,
+                            (e.dtype.bitsize() / 8).max(1),
+                            hw,
+                        )
+                    }) {
+                        Some((shape, bytes)) => {
+                            onnx_shape = Some(e.shape.clone());
+                            e = runtime::Extracted {
+                                dtype: e.dtype,
+                                shape,
+                                bytes,
+                            };
+                        }
+                        None => rec = None,
+                    }
+                }
+            }
+            if let Some(r) = rec {
+                let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
+                if r.stage == "norm" {
+                    norm = Some((shape.clone(), e.dtype, e.bytes.clone()));
+                }
+                written_stages.insert(r.stage.clone(), shape);
+            }
+            write_value(&mut writer, v, rec, e, onnx_shape)?;
             bar.inc(1);
         }
         run_records.push(json!({
@@ -602,6 +703,37 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         }));
     }
     bar.finish_and_clear();
+    // Head views the model has no value for (jax2onnx's Equinox export drops the storage tokens
+    // and does not pool): derived from `norm` when the patches tell how many storage tokens.
+    let mut derived = Vec::new();
+    if let (Some((shape, dtype, bytes)), Some(patches)) = (&norm, written_stages.get("patches"))
+        && shape.len() == 3
+        && patches.len() == 3
+        && shape[1] > patches[1]
+    {
+        let storage_tokens = shape[1] - 1 - patches[1];
+        for (stage, how, (shape, bytes)) in
+            crate::capture::head::derive(shape, bytes, *dtype, storage_tokens)
+        {
+            if written_stages.contains_key(stage) {
+                continue;
+            }
+            writer.write(
+                stage,
+                TensorRecord {
+                    native: "norm".into(),
+                    stage: Some(stage.into()),
+                    extra: [("derived".to_string(), Value::String(how.into()))]
+                        .into_iter()
+                        .collect(),
+                },
+                safetensors::Dtype::F32,
+                &shape,
+                &bytes,
+            )?;
+            derived.push(stage);
+        }
+    }
     for (name, u) in &unmarked {
         writer.write(
             &format!("unmarked/{name}"),
@@ -626,6 +758,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             "values_marked": marked.len(),
             "max_memory": budget,
             "runs": run_records,
+            "derived_from_norm": derived,
             "values_in_subgraphs_not_captured": subgraph_values,
             "observer_effect": {
                 "final_outputs": final_outputs,

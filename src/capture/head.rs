@@ -1,0 +1,80 @@
+//! The head views of the final norm, for backends whose model does not produce them as values.
+//!
+//! Contract: from `norm` [1, N, D] (F32) with R storage tokens, [`derive`] gives `cls` =
+//! `norm[:, 0]` [1, D], `storage` = `norm[:, 1:1+R]` [1, R, D] (when R > 0), `patches` =
+//! `norm[:, 1+R:]` [1, hw, D] — exact copies of the bytes — and `pooled` = the mean of `patches`
+//! over tokens [1, D], accumulated in f64 and rounded once to f32 (so it is within an ulp of any
+//! f32 implementation's mean). Anything else (batch > 1, another dtype, too few tokens) gives
+//! nothing: the caller then writes no derived tensors.
+
+use safetensors::Dtype;
+
+/// (stage, how it was derived, (shape, F32 bytes)) for each derived stage.
+pub type Derived = (&'static str, &'static str, (Vec<usize>, Vec<u8>));
+
+pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize) -> Vec<Derived> {
+    let [b, n, d] = shape[..] else {
+        return Vec::new();
+    };
+    if dtype != Dtype::F32 || b != 1 || n <= 1 + storage_tokens || bytes.len() != n * d * 4 {
+        return Vec::new();
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let rows = |from: usize, to: usize| bytes[from * d * 4..to * d * 4].to_vec();
+    let hw = n - 1 - storage_tokens;
+    let patches = &values[(1 + storage_tokens) * d..];
+    let pooled: Vec<f32> = (0..d)
+        .map(|j| ((0..hw).map(|t| patches[t * d + j] as f64).sum::<f64>() / hw as f64) as f32)
+        .collect();
+    let mut out: Vec<Derived> = vec![("cls", "norm[:, 0]", (vec![1, d], rows(0, 1)))];
+    if storage_tokens > 0 {
+        out.push((
+            "storage",
+            "norm[:, 1:1+R]",
+            (vec![1, storage_tokens, d], rows(1, 1 + storage_tokens)),
+        ));
+    }
+    out.push((
+        "patches",
+        "norm[:, 1+R:]",
+        (vec![1, hw, d], rows(1 + storage_tokens, n)),
+    ));
+    out.push((
+        "pooled",
+        "mean of patches over tokens (f64 accumulation)",
+        (vec![1, d], bytemuck::cast_slice(&pooled).to_vec()),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_is_sliced_and_pooled_from_norm() {
+        // N = 1 + 1 storage + 2 patches, D = 2.
+        let v: Vec<f32> = vec![1., 2., 3., 4., 5., 6., 7., 9.];
+        let head = derive(&[1, 4, 2], bytemuck::cast_slice(&v), Dtype::F32, 1);
+        let get = |s: &str| {
+            let (shape, bytes) = &head.iter().find(|(n, _, _)| *n == s).unwrap().2;
+            let vals: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+            (shape.clone(), vals)
+        };
+        assert_eq!(get("cls"), (vec![1, 2], vec![1., 2.]));
+        assert_eq!(get("storage"), (vec![1, 1, 2], vec![3., 4.]));
+        assert_eq!(get("patches"), (vec![1, 2, 2], vec![5., 6., 7., 9.]));
+        assert_eq!(get("pooled"), (vec![1, 2], vec![6., 7.5]));
+    }
+
+    #[test]
+    fn nothing_from_what_is_not_a_batch_one_f32_norm() {
+        let v = [0f32; 8];
+        assert!(derive(&[2, 2, 2], bytemuck::cast_slice(&v), Dtype::F32, 0).is_empty());
+        assert!(derive(&[1, 4, 2], bytemuck::cast_slice(&v), Dtype::F64, 0).is_empty());
+        assert!(derive(&[1, 2, 4], bytemuck::cast_slice(&v), Dtype::F32, 1).is_empty());
+    }
+}
