@@ -57,6 +57,9 @@ pub struct DiffArgs {
     pub a: PathBuf,
     /// The dump compared against it (B)
     pub b: PathBuf,
+    /// A third dump: triangulation of A (the reference, e.g. Meta), B (a port of it, e.g.
+    /// Equinox) and C (an export of the port, e.g. its ONNX file)
+    pub c: Option<PathBuf>,
     /// Absolute tolerance: a position fails when |a-b| > atol + rtol * max(|a|, |b|)
     #[arg(long, default_value_t = 1e-4)]
     pub atol: f64,

@@ -24,3 +24,4 @@ pub mod onnx;
 pub mod progress;
 pub mod report;
 pub mod synth;
+pub mod triangulate;

@@ -19,7 +19,8 @@ the same job, side by side in one run, on the same input and the same thread cou
     (the child's own ru_maxrss from wait4).
 
 Each command runs as a fresh process: once to warm the page cache, then --repeat times,
-interleaved; the best time is kept (peak RSS: the lowest). ONNX Runtime threads: dinodiff
+interleaved, each after its previous output is deleted and the disk synced (outside the
+timing); the best time is kept (peak RSS: the lowest). ONNX Runtime threads: dinodiff
 `--threads N`, Python `intra_op_num_threads = N`; Polygraphy sizes its pools by the CPUs the
 process may use, so it runs with its CPU affinity cut to N CPUs when N is below that.
 Models, checkpoints and the input are cached in --work by name (delete them to rebuild).
@@ -88,8 +89,14 @@ def say(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run(cmd, affinity=None, env=None):
-    """Runs cmd as a fresh process; returns (wall s, peak RSS bytes, stdout, stderr)."""
+def run(cmd, affinity=None, env=None, fresh=(), sync=False):
+    """Runs cmd as a fresh process; returns (wall s, peak RSS bytes, stdout, stderr). With
+    `sync`, the files in `fresh` are deleted and everything written so far is synced first,
+    outside the timing: neither freeing the previous output nor its writeback lands in a run."""
+    for f in fresh:
+        Path(f).unlink(missing_ok=True)
+    if sync:
+        os.sync()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         pre = (lambda: os.sched_setaffinity(0, affinity)) if affinity else None
         t = time.perf_counter()
@@ -243,52 +250,55 @@ def main():
     out = work / "out"
     out.mkdir(exist_ok=True)
 
-    def dinodiff_cmd(model, name):
-        return [a.dinodiff, "capture", "onnx", "--model", model, "--input", inp,
-                "-o", out / f"{name}.st", "--threads", threads]
-
-    ours_a = dinodiff_cmd(j2o, f"jax2onnx-{cfg}")
-    plain_a = [PY, "-c", PLAIN_ORT, TOOLS, j2o, inp, threads]
-    ours_b = dinodiff_cmd(dyn, f"torch-dynamo-{cfg}")
+    st_a, st_b = out / f"jax2onnx-{cfg}.st", out / f"torch-dynamo-{cfg}.st"
     pg_out = out / f"polygraphy-{cfg}.json"
-    poly_b = [Path(PY).parent / "polygraphy", "run", dyn, "--onnxrt", "--onnx-outputs", "*",
-              "--load-inputs", pg_inputs, "--save-outputs", pg_out]
-    if not Path(poly_b[0]).exists():
-        poly_b[0:1] = [PY, "-m", "polygraphy"]
+
+    def dinodiff_cmd(model, dump):
+        return [a.dinodiff, "capture", "onnx", "--model", model, "--input", inp, "-o", dump,
+                "--threads", threads]
+
+    polygraphy = Path(PY).parent / "polygraphy"
+    polygraphy = [polygraphy] if polygraphy.exists() else [PY, "-m", "polygraphy"]
+    # name: (command, CPU affinity, files deleted before each run)
+    jobs = {
+        "ours_a": (dinodiff_cmd(j2o, st_a), None, [st_a]),
+        "plain_a": ([PY, "-c", PLAIN_ORT, TOOLS, j2o, inp, threads], None, []),
+        "ours_b": (dinodiff_cmd(dyn, st_b), None, [st_b]),
+        "poly_b": (polygraphy + ["run", dyn, "--onnxrt", "--onnx-outputs", "*", "--load-inputs",
+                                 pg_inputs, "--save-outputs", pg_out], affinity, [pg_out]),
+    }
 
     # Linux starts a child's ru_maxrss at the RSS of the process it was forked from, so this
     # process stays small (numpy only) until every measurement is done.
     own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     say("warm-up run of each command")
-    for cmd, aff in ((ours_a, None), (plain_a, None), (ours_b, None), (poly_b, affinity)):
-        run(cmd, aff, env)
+    for cmd, aff, fresh in jobs.values():
+        run(cmd, aff, env, fresh, sync=True)
     res = {k: [] for k in ("ours_a", "plain_a", "plain_a_in", "plain_a_run", "ours_a_run",
                            "ours_b", "ours_b_rss", "poly_b", "poly_b_rss")}
-    ours_a_err = ours_b_err = ""
+    stderr = {}
     for i in range(a.repeat):
         say(f"round {i + 1} of {a.repeat}")
-        t, _, _, ours_a_err = run(ours_a, env=env)
-        res["ours_a"].append(t)
-        run_s = number(r"marked runs? ([\d.]+) s", ours_a_err)
-        if run_s is not None:
-            res["ours_a_run"].append(run_s)
-        t, _, stdout, _ = run(plain_a, env=env)
-        res["plain_a"].append(t)
-        inside, run_only = map(float, stdout.split())
-        res["plain_a_in"].append(inside)
-        res["plain_a_run"].append(run_only)
-        t, rss, _, ours_b_err = run(ours_b, env=env)
-        res["ours_b"].append(t)
-        res["ours_b_rss"].append(rss)
-        t, rss, _, _ = run(poly_b, affinity, env)
-        res["poly_b"].append(t)
-        res["poly_b_rss"].append(rss)
+        for name, (cmd, aff, fresh) in jobs.items():
+            t, rss, stdout, stderr[name] = run(cmd, aff, env, fresh, sync=True)
+            res[name].append(t)
+            if name + "_rss" in res:
+                res[name + "_rss"].append(rss)
+            if name == "plain_a":
+                inside, run_only = map(float, stdout.split())
+                res["plain_a_in"].append(inside)
+                res["plain_a_run"].append(run_only)
+            elif name == "ours_a":
+                run_s = number(r"marked runs? ([\d.]+) s", stderr[name])
+                if run_s is not None:
+                    res["ours_a_run"].append(run_s)
+    ours_a_err, ours_b_err = stderr["ours_a"], stderr["ours_b"]
     best = {k: min(v) if v else None for k, v in res.items()}
 
     # Same work on both sides of (b)? Compare the model's output and count the saved values.
     from polygraphy.json import load_json
 
-    _, ours_t = read_dump(out / f"torch-dynamo-{cfg}.st")
+    _, ours_t = read_dump(st_b)
     pg = load_json(str(pg_out))
     pg_values = dict(list(pg.values())[0][0]) if len(pg) else {}
     values_pg = len(pg_values)
@@ -321,7 +331,7 @@ def main():
           "end to end | ratio (target <= 3x) | Python session + run | Python run alone "
           "| dinodiff marked run |")
     print("|---|---|---|---|---|---|---|---|")
-    dump_a = (out / f"jax2onnx-{cfg}.st").stat().st_size
+    dump_a = st_a.stat().st_size
     ratio_a = best["ours_a"] / best["plain_a"]
     print(f"| {secs(best['ours_a'])} | {values_a if values_a is not None else '?'} "
           f"| {mb(dump_a)} | {secs(best['plain_a'])} | {ratio_a:.2f}x "
@@ -336,7 +346,7 @@ def main():
     print()
     print("| tool | wall | peak RSS | output file | values |")
     print("|---|---|---|---|---|")
-    size_ours = (out / f"torch-dynamo-{cfg}.st").stat().st_size
+    size_ours = st_b.stat().st_size
     size_pg = pg_out.stat().st_size
     print(f"| dinodiff capture onnx | {secs(best['ours_b'])} | {mb(best['ours_b_rss'])} "
           f"| {mb(size_ours)} (.st) | {values_b if values_b is not None else '?'} |")

@@ -9,6 +9,7 @@
 pub mod json;
 pub mod markdown;
 pub mod table;
+pub mod triangle;
 
 use crate::diff::{DiffReport, PairResult};
 use crate::model::stages::{BLOCK, HEAD, STEM};

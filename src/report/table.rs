@@ -20,7 +20,7 @@ pub struct TableStyle {
     pub list_unmatched: bool,
 }
 
-fn new_table(style: &TableStyle) -> Table {
+pub(crate) fn new_table(style: &TableStyle) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
     t.set_content_arrangement(if style.wrap {
@@ -36,7 +36,7 @@ fn new_table(style: &TableStyle) -> Table {
     t
 }
 
-fn value_cell(text: String, fails: bool, style: &TableStyle) -> Cell {
+pub(crate) fn value_cell(text: String, fails: bool, style: &TableStyle) -> Cell {
     let cell = if fails && !style.color {
         Cell::new(format!("{text} {MARK}"))
     } else {
@@ -50,7 +50,7 @@ fn value_cell(text: String, fails: bool, style: &TableStyle) -> Cell {
     }
 }
 
-fn grid_table(grid: &Grid, style: &TableStyle) -> Table {
+pub(crate) fn grid_table(grid: &Grid, style: &TableStyle) -> Table {
     let mut t = new_table(style);
     let mut header = vec![Cell::new("")];
     header.extend(grid.columns.iter().map(|c| Cell::new(*c)));
