@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The main job (README, first command), run by `tools/dev main` after set-up.
-#
-# Today (the Meta side; the Equinox and ONNX captures and the three-way triangulation join with
-# issues 4-5):
-#   1. a deterministic random-weight DINOv3 ViT-S/16 checkpoint in Meta's exact format;
-#   2. the model input, from the photo that matplotlib ships (grace_hopper.jpg), Meta's transform;
-#   3. `dinodiff capture meta`: Meta's forward natively in libtorch, every canonical stage;
-#   4. the independent reference: timm's DINOv3 port on the same checkpoint, hooked
-#      (tools/timm_capture.py);
-#   5. `dinodiff diff` of the two: expected exit 0, max|Δ| 0.
-# Files go to $DINODIFF_WORK_DIR (default target/dinodiff-main); a second run reuses the
-# checkpoint and the input and re-runs the captures (seconds).
+# The main job (README, first command), run by `tools/dev main` after set-up: the seed's
+# Meta ⇔ Equinox ⇔ ONNX workflow on a DINOv3 ViT-S/16 with deterministic random weights.
+#   1. a random-weight ViT-S/16 checkpoint in Meta's exact format (seed 0);
+#   2. the checkpoint mapped onto the Equinox DINOv3 of the jax2onnx wheel (tools/meta_to_eqx.py);
+#   3. that Equinox model exported to ONNX with jax2onnx (tools/export_onnx.py);
+#   4. the model input, from the photo matplotlib ships (grace_hopper.jpg), Meta's transform;
+#   5. the three captures: `capture meta` (libtorch, native), the Equinox run recorded by
+#      tools/eqx_capture.py and imported by `capture eqx`, `capture onnx` (ONNX Runtime);
+#   6. the independent check of the Meta side: timm's DINOv3 port, hooked (max|Δ| 0 expected);
+#   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected).
+# Files go to $DINODIFF_WORK_DIR (default target/dinodiff-main). A second run reuses the
+# checkpoint, the Equinox model, the ONNX file and the input (each is rebuilt only when what it is
+# made from is newer) and re-runs the captures and the diff.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin="$repo/target/release/dinodiff"
@@ -18,28 +19,59 @@ work=${DINODIFF_WORK_DIR:-$repo/target/dinodiff-main}
 python="${DINODIFF_VENV:?run through tools/dev main}/bin/python"
 mkdir -p "$work"
 cd "$work"
+started=$(date +%s.%N)
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# stale OUT IN...: OUT is missing or older than one of its sources (tools included).
+stale() {
+    local out=$1
+    shift
+    [[ ! -f $out ]] && return 0
+    local src
+    for src in "$@"; do [[ $src -nt $out ]] && return 0; done
+    return 1
+}
+tools="$repo/tools"
 
-step "a random-weight DINOv3 ViT-S/16 checkpoint in Meta's format (seed 0)"
-[[ -f vits16-seed0.pth ]] || "$python" "$repo/tools/make_meta_checkpoint.py" --variant vits16 --seed 0 -o vits16-seed0.pth
+step "1. a random-weight DINOv3 ViT-S/16 checkpoint in Meta's format (seed 0)"
+stale vits16-seed0.pth "$tools/make_meta_checkpoint.py" &&
+    "$python" "$tools/make_meta_checkpoint.py" --variant vits16 --seed 0 -o vits16-seed0.pth
 ls -l vits16-seed0.pth
 
+step "2. mapped onto the Equinox DINOv3 (jax2onnx's example model)"
+stale vits16.eqx vits16-seed0.pth "$tools/meta_to_eqx.py" "$tools/eqx_model.py" &&
+    "$python" "$tools/meta_to_eqx.py" --weights vits16-seed0.pth --img-size 224 -o vits16.eqx
+ls -l vits16.eqx
+
+step "3. exported to ONNX with jax2onnx"
+stale vits16.onnx vits16.eqx "$tools/export_onnx.py" &&
+    "$python" "$tools/export_onnx.py" --model vits16.eqx -o vits16.onnx
+ls -l vits16.onnx
+
 photo=$("$python" -c 'import matplotlib, pathlib; print(pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")')
-step "prepare the input from $photo"
-[[ -f input.st ]] || "$bin" prep --image "$photo" --transform meta -o input.st
+step "4. the input, from $photo"
+stale input.st "$bin" && "$bin" prep --image "$photo" --transform meta -o input.st
 
-step "dinodiff capture meta (libtorch, native)"
-"$bin" capture meta --weights vits16-seed0.pth --input input.st -o meta.st
+step "5a. dinodiff capture meta (libtorch, native)"
+"$bin" capture meta --weights vits16-seed0.pth --input input.st -o meta.st --threads 2
 
-step "reference: timm's DINOv3 port on the same checkpoint, forward hooks (tools/timm_capture.py)"
-"$python" "$repo/tools/timm_capture.py" --weights vits16-seed0.pth --input input.st -o timm.st
+step "5b. Equinox: tools/eqx_capture.py (JAX, eager), then dinodiff capture eqx"
+"$python" "$tools/eqx_capture.py" --model vits16.eqx --input input.st -o eqx.npz
+"$bin" capture eqx --npz eqx.npz --input input.st -o eqx.st
 
-step "dinodiff diff meta.st timm.st"
+step "5c. dinodiff capture onnx (ONNX Runtime, every value inside the local functions)"
+"$bin" capture onnx --model vits16.onnx --input input.st -o onnx.st --threads 2
+
+step "6. independent check of the Meta side: timm's DINOv3 port (tools/timm_capture.py)"
+"$python" "$tools/timm_capture.py" --weights vits16-seed0.pth --input input.st -o timm.st
+"$bin" diff meta.st timm.st | tail -2
+
+step "7. dinodiff diff meta.st eqx.st onnx.st"
 set +e
-"$bin" diff meta.st timm.st
+"$bin" diff meta.st eqx.st onnx.st
 status=$?
 set -e
 echo
-echo "exit code $status (0 = every stage within tolerance)"
+elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "exit code $status (0 = all three agree within tolerance); main job ${elapsed} s"
 [[ $status -eq 0 ]]
