@@ -403,32 +403,20 @@ fn write_value(
     )
 }
 
-pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
-    let (bytes, model) = read_model(&opts.model)?;
-    let identity = FileIdentity::of_bytes(&opts.model, &bytes);
-    drop(bytes);
-    let model_dir = opts
-        .model
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let externals = external_files(&model);
-    for loc in &externals {
-        if !model_dir.join(loc).is_file() {
-            bail!(
-                "the model {} keeps initializers in the external file {loc}, which is not beside it \
-                 ({} does not exist); copy it next to the model",
-                opts.model.display(),
-                model_dir.join(loc).display()
-            );
-        }
-    }
-    let input = opts.input.load()?;
-    let (env, runtime) = runtime::load(opts.ort_lib.as_deref())?;
+/// What the unmarked run of the original model gives.
+struct Unmarked {
+    input_name: String,
+    final_outputs: Vec<String>,
+    outputs: Vec<(String, runtime::Extracted<'static>)>,
+}
 
-    // The unmarked run: the model as it is.
-    let mut plain = session(&env, opts, &opts.model)?;
+/// Opens the original model as it is, checks the input against it and runs it once.
+fn unmarked_run(
+    env: &ort::environment::Environment,
+    opts: &OnnxOptions,
+    input: &super::input::ModelInput,
+) -> Result<Unmarked> {
+    let mut plain = session(env, opts, &opts.model)?;
     let graph_inputs: Vec<String> = plain
         .inputs()
         .iter()
@@ -467,63 +455,134 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             want_shape.last().copied().filter(|&s| s > 0).unwrap_or(224)
         );
     }
-    let feed = || -> Result<Tensor<f32>> {
-        Tensor::from_array((input.shape.to_vec(), input.data.clone().into_boxed_slice()))
-            .map_err(ort_err("building the input tensor".into()))
-    };
     let final_outputs: Vec<String> = plain
         .outputs()
         .iter()
         .map(|o| o.name().to_string())
         .collect();
-    let unmarked: Vec<(String, runtime::Extracted)> = {
-        let out = plain
-            .run(ort::inputs![input_name.as_str() => feed()?])
-            .map_err(ort_err(format!("running {}", opts.model.display())))?;
-        final_outputs
-            .iter()
-            .map(|n| Ok((n.clone(), runtime::extract(n, &out[n.as_str()])?)))
-            .collect::<Result<_>>()?
-    };
-    drop(plain);
-
-    // The marked run: functions inlined, every value an output.
-    let Inlined {
-        model,
-        values,
-        calls,
-        calls_inlined,
-        subgraph_values,
-    } = inline_local_functions(model)?;
-    let stages = crate::onnx::stages::recognize(&values, &calls);
-    let finals: BTreeSet<&str> = final_outputs.iter().map(String::as_str).collect();
-    let marked: Vec<&ValueOrigin> = values
+    let out = plain
+        .run(ort::inputs![input_name.as_str() => feed(input)?])
+        .map_err(ort_err(format!("running {}", opts.model.display())))?;
+    let outputs = final_outputs
         .iter()
-        .filter(|v| {
-            opts.only.keeps(&v.name)
-                || stages
-                    .get(&v.name)
-                    .is_some_and(|r| opts.only.keeps(&r.stage))
-                || finals.contains(v.name.as_str())
+        .map(|n| {
+            Ok((
+                n.clone(),
+                runtime::extract(n, &out[n.as_str()])?.into_owned(),
+            ))
         })
-        .collect();
-    let original_outputs: Vec<ValueInfoProto> = model
+        .collect::<Result<_>>()?;
+    Ok(Unmarked {
+        input_name,
+        final_outputs,
+        outputs,
+    })
+}
+
+fn feed(input: &super::input::ModelInput) -> Result<Tensor<f32>> {
+    Tensor::from_array((input.shape.to_vec(), input.data.clone().into_boxed_slice()))
+        .map_err(ort_err("building the input tensor".into()))
+}
+
+/// Whether a value is captured: `--only` keeps it (by name or stage), or it is a final output.
+fn keeps(
+    opts: &OnnxOptions,
+    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    finals: &BTreeSet<String>,
+    v: &ValueOrigin,
+) -> bool {
+    opts.only.keeps(&v.name)
+        || stages
+            .get(&v.name)
+            .is_some_and(|r| opts.only.keeps(&r.stage))
+        || finals.contains(&v.name)
+}
+
+pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
+    let (bytes, model) = read_model(&opts.model)?;
+    let model_dir = opts
+        .model
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let externals = external_files(&model);
+    for loc in &externals {
+        if !model_dir.join(loc).is_file() {
+            bail!(
+                "the model {} keeps initializers in the external file {loc}, which is not beside it \
+                 ({} does not exist); copy it next to the model",
+                opts.model.display(),
+                model_dir.join(loc).display()
+            );
+        }
+    }
+    let input = opts.input.load()?;
+    let (env, runtime) = runtime::load(opts.ort_lib.as_deref())?;
+    let finals: BTreeSet<String> = model
         .graph
         .as_ref()
-        .expect("inlined models have a graph")
-        .output
-        .clone();
-    // The marked copy with every kept value an output: it is what runs when everything fits the
-    // memory budget, and its session tells the size of each value (ONNX Runtime's shape inference).
-    let mut marked_model = MarkedModel {
-        model,
-        original_outputs,
-        model_path: &opts.model,
-        model_dir: &model_dir,
-        externals: &externals,
-    };
+        .map(|g| g.output.iter().filter_map(|o| o.name.clone()).collect())
+        .unwrap_or_default();
+
+    // Three things at once (each is mostly one core's work): hashing the model file, the
+    // unmarked run of the original, and inlining + writing + opening the marked copy.
+    let (identity, unmarked, inlined, stages, mut marked_model, full) =
+        std::thread::scope(|scope| -> Result<_> {
+            let hashing = scope.spawn(|| FileIdentity::of_bytes(&opts.model, &bytes));
+            let plain = scope.spawn(|| unmarked_run(&env, opts, &input));
+            let marked = (|| -> Result<_> {
+                let mut inlined = inline_local_functions(model)?;
+                let stages = crate::onnx::stages::recognize(&inlined.values, &inlined.calls);
+                let all: Vec<&str> = inlined
+                    .values
+                    .iter()
+                    .filter(|v| keeps(opts, &stages, &finals, v))
+                    .map(|v| v.name.as_str())
+                    .collect();
+                let model = std::mem::take(&mut inlined.model);
+                let original_outputs: Vec<ValueInfoProto> = model
+                    .graph
+                    .as_ref()
+                    .expect("inlined models have a graph")
+                    .output
+                    .clone();
+                let mut marked_model = MarkedModel {
+                    model,
+                    original_outputs,
+                    model_path: &opts.model,
+                    model_dir: &model_dir,
+                    externals: &externals,
+                };
+                // The copy with every kept value an output: it is what runs when everything
+                // fits the memory budget, and its session tells each value's size.
+                let full = marked_model.session(&env, opts, &all)?;
+                Ok((inlined, stages, marked_model, full))
+            })();
+            // The unmarked run's errors (input name, shape, IR version) come first.
+            let unmarked = plain.join().expect("the unmarked run does not panic")?;
+            let (inlined, stages, marked_model, full) = marked?;
+            let identity = hashing.join().expect("hashing does not panic");
+            Ok((identity, unmarked, inlined, stages, marked_model, full))
+        })?;
+    drop(bytes);
+    let Unmarked {
+        input_name,
+        final_outputs,
+        outputs: unmarked,
+    } = unmarked;
+    let Inlined {
+        values,
+        calls_inlined,
+        subgraph_values,
+        ..
+    } = inlined;
+    let marked: Vec<&ValueOrigin> = values
+        .iter()
+        .filter(|v| keeps(opts, &stages, &finals, v))
+        .collect();
     let all: Vec<&str> = marked.iter().map(|v| v.name.as_str()).collect();
-    let (full_file, full_session) = marked_model.session(&env, opts, &all)?;
+    let (full_file, full_session) = full;
     let sizes = value_sizes(&full_session, &all, &input.shape);
     let budget = opts.max_memory.unwrap_or_else(default_memory_budget);
     let runs = plan_runs(&sizes, budget);
@@ -588,7 +647,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         }
         let started = Instant::now();
         let mut out = session_marked
-            .run(ort::inputs![input_name.as_str() => feed()?])
+            .run(ort::inputs![input_name.as_str() => feed(&input)?])
             .map_err(ort_err(format!(
                 "running the marked copy of {}",
                 opts.model.display()
@@ -612,8 +671,8 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                     v.name
                 );
             };
+            // Borrowed from ONNX Runtime's buffer; `value` is freed at the end of the iteration.
             let e = runtime::extract(&v.name, &value)?;
-            drop(value);
             bytes_written += e.bytes.len() as u64;
             let mut rec = stages.get(&v.name);
             let mut e = e;
@@ -624,7 +683,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                     let pieces = parts
                         .entry(r.stage.clone())
                         .or_insert_with(|| vec![None; n]);
-                    pieces[k] = Some((e.shape.clone(), e.dtype, e.bytes.clone()));
+                    pieces[k] = Some((e.shape.clone(), e.dtype, e.bytes.to_vec()));
                     if pieces.iter().all(Option::is_some) {
                         let pieces: Vec<_> = pieces.drain(..).flatten().collect();
                         let dtype = pieces[0].1;
@@ -679,7 +738,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                             e = runtime::Extracted {
                                 dtype: e.dtype,
                                 shape,
-                                bytes,
+                                bytes: bytes.into(),
                             };
                         }
                         None => rec = None,
@@ -689,7 +748,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             if let Some(r) = rec {
                 let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
                 if r.stage == "norm" {
-                    norm = Some((shape.clone(), e.dtype, e.bytes.clone()));
+                    norm = Some((shape.clone(), e.dtype, e.bytes.to_vec()));
                 }
                 written_stages.insert(r.stage.clone(), shape);
             }
