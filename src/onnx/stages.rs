@@ -93,13 +93,19 @@ impl<'a> Index<'a> {
     }
 }
 
-struct Out {
+pub(crate) struct Out {
     map: HashMap<String, Recognized>,
     taken: std::collections::HashSet<String>,
 }
 
 impl Out {
-    fn put(&mut self, value: Option<&String>, stage: String, reshape: Reshape, rule: &'static str) {
+    pub(crate) fn put(
+        &mut self,
+        value: Option<&String>,
+        stage: String,
+        reshape: Reshape,
+        rule: &'static str,
+    ) {
         let Some(value) = value else { return };
         if value.is_empty() || self.map.contains_key(value) || !self.taken.insert(stage.clone()) {
             return;
@@ -151,6 +157,9 @@ pub fn recognize(values: &[ValueOrigin], calls: &[Call]) -> HashMap<String, Reco
     };
     for vit in index.calls("", "VisionTransformer") {
         jax2onnx_vit(&index, vit, &mut out);
+    }
+    if out.map.is_empty() {
+        super::torch_stages::recognize(values, &mut out);
     }
     out.map
 }
