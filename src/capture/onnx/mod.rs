@@ -286,8 +286,9 @@ fn value_sizes(session: &Session, names: &[&str], input_shape: &[usize]) -> Vec<
 }
 
 /// Splits the values (in graph order) into consecutive runs whose values fit `budget` together.
-/// A value of unknown size counts as the largest known one; a value larger than the budget gets
-/// a run of its own (it cannot be captured in less).
+/// A value of unknown size counts as the largest known one (when no size is known at all, there
+/// is one run); a value larger than the budget gets a run of its own (it cannot be captured in
+/// less).
 pub fn plan_runs(sizes: &[Option<u64>], budget: u64) -> Vec<std::ops::Range<usize>> {
     let largest = sizes.iter().flatten().copied().max().unwrap_or(0);
     let mut runs = Vec::new();
@@ -862,7 +863,8 @@ mod tests {
     #[test]
     fn unknown_sizes_count_as_the_largest_known() {
         let sizes = [Some(10), None, Some(30), None];
-        assert_eq!(plan_runs(&sizes, 40), vec![0..1, 1..2, 2..3, 3..4]);
-        assert_eq!(plan_runs(&[None, None], 1), vec![0..1, 1..2]);
+        assert_eq!(plan_runs(&sizes, 40), vec![0..2, 2..3, 3..4]);
+        // Nothing known: nothing to plan with, one run.
+        assert_eq!(plan_runs(&[None, None], 1), vec![0..2]);
     }
 }
