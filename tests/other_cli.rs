@@ -219,3 +219,27 @@ fn a_writer_killed_mid_dump_leaves_no_file_at_the_target() {
         "a killed writer left a file at the target path"
     );
 }
+
+#[test]
+fn capture_eqx_refuses_what_is_not_an_npz() {
+    let dir = tempfile::tempdir().unwrap();
+    let npz = dir.path().join("run.npz");
+    std::fs::write(&npz, b"PK\x03\x04 but not really a zip").unwrap();
+    let out = dir.path().join("eqx.st");
+    let a = dinodiff()
+        .args(["capture", "eqx", "--npz"])
+        .arg(&npz)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(2);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "error: {} is not an npz file (a zip of .npy arrays): ",
+            npz.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -81,8 +81,11 @@ def reference_values(model, x):
     inlined.graph.ClearField("output")
     for _, o in names:
         inlined.graph.output.append(onnx.ValueInfoProto(name=o))
-    sess = ort.InferenceSession(inlined.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run([o for _, o in names], {"x": x})
+    opts = ort.SessionOptions()  # as dinodiff's default --opt-level disable
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(inlined.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    got = sess.run([o for _, o in names], {sess.get_inputs()[0].name: x})
     return [(op, v) for (op, _), v in zip(names, got)]
 
 
@@ -336,6 +339,23 @@ def test_jax2onnx_export_stages_are_recognized(jax2onnx_tiny, tmp_path, run):
     np.testing.assert_allclose(t["rope.sin"], np.sin(angles), atol=1e-6)
     np.testing.assert_allclose(t["rope.cos"], np.cos(angles), atol=1e-6)
     assert m["tensors"]["rope.sin"]["onnx_shape"] == [1, n_tok, 1, hd]
+    # Every captured value against onnxruntime's Python API on the same model, marked by an
+    # independent route: onnx.inliner (after aligning the custom domains' opset versions, which
+    # jax2onnx 0.17.1 declares as 1 in the model and 23 in the functions; the inliner otherwise
+    # inlines nothing) + every node output added as an output. Matched in graph order.
+    model = onnx.load(jax2onnx_tiny)
+    versions = {o.domain: o.version for f in model.functions for o in f.opset_import}
+    for o in model.opset_import:
+        if o.domain in versions:
+            o.version = versions[o.domain]
+    ref = reference_values(model, t["input"])
+    ours = [n for n in m["order"] if n != "input" and not n.startswith("unmarked/")
+            and "derived" not in m["tensors"][n]]
+    assert [m["tensors"][n]["op_type"] for n in ours] == [op for op, _ in ref]
+    for name, (_, value) in zip(ours, ref):
+        if "sliced" in m["tensors"][name]:  # the RoPE tables: their last hw rows
+            value = value.reshape(value.shape[1], -1)[-t[name].shape[0]:]
+        np.testing.assert_array_equal(t[name], value.reshape(t[name].shape), err_msg=name)
     # And the LayerNorms are LayerNorms of what they follow (numpy, f64).
     x = t["blocks.0.residual1"].astype(np.float64)
     z = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)

@@ -1,0 +1,169 @@
+//! `dinodiff diff A B C` (triangulation) end to end on small canonical dumps: each diagnosis, the
+//! exit codes, the JSON schema, and a snapshot of the table (the output is the product).
+
+mod common;
+use common::{canonical_dump, dinodiff, json_in, stdout_of};
+use dinodiff::dump::SourceKind;
+use std::path::Path;
+
+/// meta.st (reference), eqx.st (port), onnx.st (export): `port` / `export` add a drift from
+/// `blocks.1.ls2` on, or a uniform offset, to that dump.
+#[derive(Clone, Copy)]
+enum Edit {
+    None,
+    DriftFromBlock1Ls2,
+    Offset(f32),
+}
+
+fn dump(path: &Path, source: SourceKind, edit: Edit) {
+    let mut drifting = false;
+    canonical_dump(path, source, |name, v, _| match edit {
+        Edit::None => {}
+        Edit::DriftFromBlock1Ls2 => {
+            drifting |= name == "blocks.1.ls2";
+            if drifting {
+                v[2] += 0.01;
+            }
+            // Rounding-sized noise elsewhere, so amplifications are defined.
+            if name != "input" {
+                v[0] += 3e-6;
+            }
+        }
+        Edit::Offset(d) if name != "input" => v.iter_mut().for_each(|x| *x += d),
+        Edit::Offset(_) => {}
+    });
+}
+
+fn triangle(port: Edit, export: Edit) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    dump(&dir.path().join("meta.st"), SourceKind::Meta, Edit::None);
+    dump(&dir.path().join("eqx.st"), SourceKind::Eqx, port);
+    // The export carries the port's edit plus its own.
+    let mut drifting = false;
+    canonical_dump(
+        &dir.path().join("onnx.st"),
+        SourceKind::Onnx,
+        |name, v, _| {
+            for e in [port, export] {
+                match e {
+                    Edit::None => {}
+                    Edit::DriftFromBlock1Ls2 => {
+                        drifting |= name == "blocks.1.ls2";
+                        if drifting {
+                            v[2] += 0.01;
+                        }
+                        if name != "input" {
+                            v[0] += 3e-6;
+                        }
+                    }
+                    Edit::Offset(d) if name != "input" => v.iter_mut().for_each(|x| *x += d),
+                    Edit::Offset(_) => {}
+                }
+            }
+        },
+    );
+    dir
+}
+
+fn report(dir: &Path, code: i32) -> serde_json::Value {
+    json_in(
+        dir,
+        &["diff", "meta.st", "eqx.st", "onnx.st", "--format", "json"],
+        code,
+    )
+}
+
+#[test]
+fn all_three_agree() {
+    let d = triangle(Edit::None, Edit::None);
+    let r = report(d.path(), 0);
+    assert_eq!(r["schema"], "dinodiff.triangle/1");
+    assert_eq!(r["pass"], true);
+    assert_eq!(r["diagnosis"]["finding"], "all_agree");
+    let labels: Vec<&str> = r["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Meta ⇔ ONNX", "Meta ⇔ Equinox", "Equinox ⇔ ONNX"]);
+    for s in r["sides"].as_array().unwrap() {
+        assert_eq!(s["report"]["schema"], "dinodiff.diff/1");
+    }
+}
+
+#[test]
+fn a_fault_in_the_port_is_named_with_its_amplification() {
+    let d = triangle(Edit::DriftFromBlock1Ls2, Edit::None);
+    let r = report(d.path(), 1);
+    let diag = &r["diagnosis"];
+    assert_eq!(diag["finding"], "port_diverges");
+    assert_eq!(diag["first_over"][0]["stage"], "blocks.1.ls2");
+    assert_eq!(diag["first_over"][0]["side"], "reference_port");
+    assert!(diag["first_over"][0]["amplification"].as_f64().unwrap() > 100.0);
+    let text = diag["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "Meta ⇔ Equinox diverges: the port is at fault. The first stage over tolerance is \
+             `blocks.1.ls2` (max|Δ| 1.00e-02, "
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with(
+        "fix Equinox there. ONNX follows Equinox faithfully (Equinox ⇔ ONNX is clean), so it \
+         inherits the difference."
+    ));
+}
+
+#[test]
+fn a_fault_in_the_export_is_named() {
+    let d = triangle(Edit::None, Edit::DriftFromBlock1Ls2);
+    let r = report(d.path(), 1);
+    assert_eq!(r["diagnosis"]["finding"], "export_drifts");
+    assert_eq!(r["diagnosis"]["first_over"][0]["side"], "port_export");
+    assert_eq!(r["diagnosis"]["first_over"][0]["stage"], "blocks.1.ls2");
+}
+
+#[test]
+fn faults_on_both_sides_are_both_named() {
+    let d = triangle(Edit::DriftFromBlock1Ls2, Edit::DriftFromBlock1Ls2);
+    let r = report(d.path(), 1);
+    assert_eq!(r["diagnosis"]["finding"], "both_diverge");
+    assert_eq!(r["diagnosis"]["first_over"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn small_differences_that_add_up_across_the_triangle() {
+    // 0.9e-4 per side passes (atol 1e-4); 1.8e-4 end to end exceeds 1e-4 + 1e-4 · |x| for every
+    // value here (|x| <= 0.75).
+    let d = triangle(Edit::Offset(0.9e-4), Edit::Offset(0.9e-4));
+    let r = report(d.path(), 1);
+    assert_eq!(r["diagnosis"]["finding"], "accumulated");
+    assert_eq!(r["diagnosis"]["first_over"][0]["side"], "reference_export");
+}
+
+#[test]
+fn table_snapshot() {
+    let d = triangle(Edit::DriftFromBlock1Ls2, Edit::None);
+    let out = stdout_of(
+        &dinodiff()
+            .current_dir(d.path())
+            .args(["diff", "meta.st", "eqx.st", "onnx.st", "--color", "never"])
+            .assert()
+            .code(1),
+    );
+    insta::assert_snapshot!("triangle_table", out);
+}
+
+#[test]
+fn a_missing_third_dump_is_an_error() {
+    let d = triangle(Edit::None, Edit::None);
+    let a = dinodiff()
+        .current_dir(d.path())
+        .args(["diff", "meta.st", "eqx.st", "nope.st"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("nope.st"), "{err}");
+}
