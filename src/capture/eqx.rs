@@ -16,7 +16,8 @@
 //!   (Equinox modules run unbatched); the record says so (`eqx_shape`);
 //! - `cls`, `storage`, `patches` and `pooled` are derived from `norm` ([`crate::capture::head`])
 //!   when the recording does not hold them (the Equinox model drops storage tokens from its
-//!   output and does not pool); their records say `derived`;
+//!   output and does not pool), with R = N - 1 - hw read off the `patches` or `patch_embed`
+//!   shape (nothing is derived without one); their records say `derived`;
 //! - the recorded `input` array must hash to the manifest's input sha256, and, with `--input`, to
 //!   that dump's `input_sha256` (a recording of another input is refused).
 
@@ -25,7 +26,7 @@ use anyhow::{Context, Result, bail, ensure};
 use npyz::{DType, TypeChar};
 use safetensors::Dtype;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_ARRAY: &str = "__dinodiff_manifest__";
@@ -137,12 +138,15 @@ fn read_manifest(
     Ok(manifest)
 }
 
-/// Reads one array; `claimed` is the manifest's dtype name for it (decides 2-byte voids).
+/// Reads one array; `claimed` is the manifest's dtype name for it (decides 2-byte voids);
+/// `entry_size` is the uncompressed size of its zip entry, which bounds what the header may
+/// claim (so a damaged header cannot make dinodiff allocate more than the file holds).
 fn read_array<R: std::io::Read>(
     file: npyz::NpyFile<R>,
     npz: &Path,
     name: &str,
     claimed: Option<&str>,
+    entry_size: u64,
 ) -> Result<Array> {
     let refuse = |what: String| -> anyhow::Error {
         anyhow::anyhow!(
@@ -168,6 +172,15 @@ fn read_array<R: std::io::Read>(
         ));
     }
     let size = ts.size_field();
+    let data_bytes = file.shape().iter().try_fold(size, |n, &d| n.checked_mul(d));
+    if data_bytes.is_none_or(|b| b > entry_size) {
+        bail!(
+            "{}: array {name:?} claims shape {:?} of {size}-byte elements, more data than its zip \
+             entry holds ({entry_size} bytes): the file is damaged or cut short; record the run again",
+            npz.display(),
+            file.shape()
+        );
+    }
     macro_rules! typed {
         ($t:ty, $dtype:expr) => {{
             let v: Vec<$t> = file
@@ -197,18 +210,18 @@ fn read_array<R: std::io::Read>(
         (TypeChar::RawData, 2) if claimed == Some("bfloat16") => {
             let little = ts.endianness() != npyz::Endianness::Big;
             let v: Vec<[u8; 2]> = {
-                let elements: usize = shape.iter().product();
-                let mut raw = Vec::with_capacity(elements * 2);
+                // Bounded by the entry size checked above.
+                let expected = data_bytes.unwrap_or(0) as usize;
+                let mut raw = Vec::with_capacity(expected);
                 std::io::Read::read_to_end(&mut file.into_inner(), &mut raw)
                     .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
                 ensure!(
-                    raw.len() >= elements * 2,
-                    "{}: array {name:?} is cut short ({} of {} bytes)",
+                    raw.len() >= expected,
+                    "{}: array {name:?} is cut short ({} of {expected} bytes)",
                     npz.display(),
                     raw.len(),
-                    elements * 2
                 );
-                raw[..elements * 2]
+                raw[..expected]
                     .chunks_exact(2)
                     .map(|c| if little { [c[0], c[1]] } else { [c[1], c[0]] })
                     .collect()
@@ -320,7 +333,6 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
     manifest.dtype = recorded["dtype"].as_str().map(str::to_string);
     manifest.input = recorded.get("input").cloned();
     let config = &recorded["model"]["config"];
-    let storage_tokens = config["num_storage_tokens"].as_u64().unwrap_or(4) as usize;
     if let (Some(d), Some(depth), Some(heads)) = (
         config["embed_dim"].as_u64(),
         config["depth"].as_u64(),
@@ -343,15 +355,27 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
         .unwrap_or_default();
 
     let mut writer = DumpWriter::create_for(&opts.output, manifest, order.len() + 4)?;
-    let mut written_stages: HashSet<String> = HashSet::new();
+    // Canonical stage -> shape written (the head derivation reads the patch count from it).
+    let mut written_stages: HashMap<String, Vec<usize>> = HashMap::new();
     let mut recognized = 0;
     let mut norm: Option<Array> = None;
     for name in &order {
+        let entry_size = archive
+            .zip_archive()
+            .by_name(&npyz::npz::file_name_from_array_name(name))
+            .map(|entry| entry.size())
+            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?;
         let file = archive
             .by_name(name)
             .with_context(|| format!("reading array {name:?} in {}", npz.display()))?
             .expect("presence checked above");
-        let mut array = read_array(file, npz, name, claimed.get(name).map(String::as_str))?;
+        let mut array = read_array(
+            file,
+            npz,
+            name,
+            claimed.get(name).map(String::as_str),
+            entry_size,
+        )?;
         if name == "input" {
             let hash = crate::dump::manifest::sha256_hex(&array.bytes);
             if let Some(r) = &recorded_input_sha {
@@ -364,9 +388,9 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             }
             if let Some(dump) = &opts.input {
                 let expected = crate::capture::input::read_input_dump(dump)?;
-                let want = crate::dump::manifest::sha256_hex(&expected.bytes());
+                let want = &expected.sha256;
                 ensure!(
-                    want == hash,
+                    *want == hash,
                     "{} was recorded for a different input: its input has sha256 {hash} (shape \
                      {:?}), {} has {want} (shape {:?}). Record the Equinox run again on {}",
                     npz.display(),
@@ -398,7 +422,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
                 if s != name {
                     extra.insert("eqx_name".into(), Value::String(name.clone()));
                 }
-                written_stages.insert(s.clone());
+                written_stages.insert(s.clone(), array.shape.clone());
                 s.clone()
             }
             None => name.clone(),
@@ -418,30 +442,25 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             norm = Some(array);
         }
     }
-    let mut derived = Vec::new();
-    if let Some(norm) = &norm {
-        for (stage, how, array) in
-            crate::capture::head::derive(&norm.shape, &norm.bytes, norm.dtype, storage_tokens)
-        {
-            if written_stages.contains(stage) {
-                continue;
-            }
-            writer.write(
-                stage,
-                TensorRecord {
-                    native: "norm".into(),
-                    stage: Some(stage.into()),
-                    extra: [("derived".to_string(), Value::String(how.into()))]
-                        .into_iter()
-                        .collect(),
-                },
-                Dtype::F32,
-                &array.0,
-                &array.1,
-            )?;
-            derived.push(stage.to_string());
-        }
-    }
+    // The storage-token count R = N - 1 - hw comes from the shapes, never from a default.
+    let patch_tokens = ["patches", "patch_embed"].iter().find_map(|s| {
+        written_stages
+            .get(*s)
+            .and_then(|shape| shape.get(1))
+            .copied()
+    });
+    let derived: Vec<String> = match (&norm, patch_tokens) {
+        (Some(norm), Some(hw)) => crate::capture::head::write_derived(
+            &mut writer,
+            (&norm.shape, &norm.bytes, norm.dtype),
+            hw,
+            |stage| written_stages.contains_key(stage),
+        )?
+        .into_iter()
+        .map(str::to_string)
+        .collect(),
+        _ => Vec::new(),
+    };
     let mut about = recorded.clone();
     if let Some(o) = about.as_object_mut() {
         o.remove("order");

@@ -7,7 +7,12 @@
 //! f32 implementation's mean). Anything else (batch > 1, another dtype, too few tokens) gives
 //! nothing: the caller then writes no derived tensors.
 
+use anyhow::Result;
 use safetensors::Dtype;
+use serde_json::Value;
+
+use crate::dump::manifest::TensorRecord;
+use crate::dump::writer::DumpWriter;
 
 /// (stage, how it was derived, (shape, F32 bytes)) for each derived stage.
 pub type Derived = (&'static str, &'static str, (Vec<usize>, Vec<u8>));
@@ -48,6 +53,43 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
         (vec![1, d], bytemuck::cast_slice(&pooled).to_vec()),
     ));
     out
+}
+
+/// Derives the head views from `norm` (shape, bytes, dtype) and writes each one for which
+/// `already_written` is false, recording `derived` = how; returns the stages written.
+/// `patch_tokens` (hw, from the `patches` or `patch_embed` stage) tells the storage-token count
+/// R = N - 1 - hw; when N ≤ hw nothing is derived.
+pub fn write_derived(
+    writer: &mut DumpWriter,
+    norm: (&[usize], &[u8], Dtype),
+    patch_tokens: usize,
+    already_written: impl Fn(&str) -> bool,
+) -> Result<Vec<&'static str>> {
+    let (shape, bytes, dtype) = norm;
+    let Some(storage_tokens) = shape.get(1).and_then(|n| n.checked_sub(1 + patch_tokens)) else {
+        return Ok(Vec::new());
+    };
+    let mut written = Vec::new();
+    for (stage, how, (shape, bytes)) in derive(shape, bytes, dtype, storage_tokens) {
+        if already_written(stage) {
+            continue;
+        }
+        writer.write(
+            stage,
+            TensorRecord {
+                native: "norm".into(),
+                stage: Some(stage.into()),
+                extra: [("derived".to_string(), Value::String(how.into()))]
+                    .into_iter()
+                    .collect(),
+            },
+            Dtype::F32,
+            &shape,
+            &bytes,
+        )?;
+        written.push(stage);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //!   values and are only counted.
 
 use super::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
-use super::proto::{StringStringEntryProto, TensorHead, same_domain};
+use super::proto::{StringStringEntryProto, TensorHead, canonical_domain, same_domain};
 use anyhow::{Result, bail};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -79,8 +79,11 @@ pub struct Inlined {
 type FunctionKey = (String, String, String);
 
 fn key(domain: &str, name: &str, overload: &str) -> FunctionKey {
-    let domain = if domain == "ai.onnx" { "" } else { domain };
-    (domain.to_string(), name.to_string(), overload.to_string())
+    (
+        canonical_domain(domain).to_string(),
+        name.to_string(),
+        overload.to_string(),
+    )
 }
 
 struct Scope {
@@ -232,11 +235,7 @@ impl Inliner<'_> {
         scope: &Scope,
         model_opsets: &[OperatorSetIdProto],
     ) -> Result<()> {
-        let domain = if node.domain() == "ai.onnx" {
-            ""
-        } else {
-            node.domain()
-        };
+        let domain = canonical_domain(node.domain());
         let imports = scope.opsets.as_deref().unwrap_or(model_opsets);
         let Some(version) = imports
             .iter()
@@ -295,8 +294,12 @@ impl Inliner<'_> {
                 {
                     rename.insert(formal.clone(), actual.clone());
                 }
+                // An output the caller omits ("") is still computed inside the body, where other
+                // nodes may read it: it keeps a fresh call-path name instead of becoming "".
                 for (formal, actual) in f.output.iter().zip(&outputs) {
-                    rename.insert(formal.clone(), actual.clone());
+                    if !actual.is_empty() {
+                        rename.insert(formal.clone(), actual.clone());
+                    }
                 }
                 let mut bound: HashMap<String, AttributeProto> = f
                     .attribute_proto
@@ -446,8 +449,7 @@ pub fn inline_local_functions(mut model: ModelProto) -> Result<Inlined> {
     let function_domains: HashSet<String> = inliner.functions.keys().map(|k| k.0.clone()).collect();
     let mut opsets: Vec<OperatorSetIdProto> = Vec::new();
     for o in &model.opset_import {
-        let d = o.domain.clone().unwrap_or_default();
-        let d = if d == "ai.onnx" { String::new() } else { d };
+        let d = canonical_domain(o.domain()).to_string();
         let used = inliner.used_opsets.contains_key(&d);
         if function_domains.contains(&d) && !used {
             continue; // a domain that only named functions
@@ -675,6 +677,31 @@ mod tests {
         m.functions[0].attribute = vec!["alpha".into()];
         let inl = inline_local_functions(m).unwrap();
         assert!(inl.model.graph.unwrap().node[0].attribute.is_empty());
+    }
+
+    #[test]
+    fn an_output_the_caller_omits_keeps_a_call_path_name_inside_the_body() {
+        // Pair(p) = (q = Neg(p), r = Relu(q)); the caller wants only r: outputs ["", "y"].
+        let pair = FunctionProto {
+            name: Some("Pair".into()),
+            domain: Some("local".into()),
+            input: vec!["p".into()],
+            output: vec!["q".into(), "r".into()],
+            node: vec![
+                node("Neg", "", "neg", &["p"], &["q"]),
+                node("Relu", "", "relu", &["q"], &["r"]),
+            ],
+            opset_import: vec![opset("", 18)],
+            ..Default::default()
+        };
+        let mut m = nested();
+        m.functions = vec![pair];
+        m.graph.as_mut().unwrap().node = vec![node("Pair", "local", "Pair_1", &["x"], &["", "y"])];
+        let inl = inline_local_functions(m).unwrap();
+        let g = inl.model.graph.unwrap();
+        assert_eq!(g.node[0].output, ["Pair_1/q"]);
+        assert_eq!(g.node[1].input, ["Pair_1/q"]);
+        assert_eq!(g.node[1].output, ["y"]);
     }
 
     #[test]

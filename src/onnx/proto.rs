@@ -220,10 +220,12 @@ impl TensorHead {
     }
 }
 
+/// The default domain spelled one way: "ai.onnx" becomes "" (ONNX treats them as one).
+pub fn canonical_domain(domain: &str) -> &str {
+    if domain == "ai.onnx" { "" } else { domain }
+}
+
 /// Treats "" and "ai.onnx" as the same (default) domain.
 pub fn same_domain(a: &str, b: &str) -> bool {
-    fn norm(d: &str) -> &str {
-        if d == "ai.onnx" { "" } else { d }
-    }
-    norm(a) == norm(b)
+    canonical_domain(a) == canonical_domain(b)
 }

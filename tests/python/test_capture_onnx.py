@@ -364,3 +364,29 @@ def test_jax2onnx_export_stages_are_recognized(jax2onnx_tiny, tmp_path, run):
     assert rec["op_type"] == "Mul" and rec["call_path"].endswith("/LayerScale_1")
     assert rec["stage_rule"] == "jax2onnx Equinox DINOv3"
     assert m["onnx"]["observer_effect"]["bit_identical"] is True
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_external_data_outside_the_model_directory(tmp_path, run, image_input, where):
+    """A location that is absolute or climbs out with `..` is refused before anything is opened,
+    and the file it names is left untouched (it could otherwise be copied onto itself)."""
+    (tmp_path / "models").mkdir()
+    model_path = tmp_path / "models" / "m.onnx"
+    nested_model(model_path, external=True)
+    data = tmp_path / "models" / "m.onnx.data"
+    target = tmp_path / "weights.data"
+    data.rename(target)
+    location = str(target) if where == "absolute" else "../weights.data"
+    m = onnx.load(model_path, load_external_data=False)
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(m, model_path)
+    before = target.read_bytes()
+    fails(run, tmp_path, ["--model", model_path, "--input", image_input[0]],
+          f"the model {model_path} names the external data location \"{location}\", which is not "
+          "a relative path inside the model's directory (ONNX Runtime refuses such locations "
+          "too); re-save the model with its data beside it (onnx.save(..., "
+          "save_as_external_data=True, location=\"<name>.data\"))")
+    assert target.read_bytes() == before

@@ -197,6 +197,26 @@ def test_npz_with_an_object_array(tri, run, tmp_path):
           "dinodiff never unpickles; dinodiff imports f16, bf16, f32, f64, integer and bool arrays")
 
 
+@pytest.mark.parametrize("shape", [(1, 10**12, D), (2**40, 2**40, 2**40)])
+def test_npz_header_claiming_more_than_the_file_holds(tri, run, tmp_path, shape):
+    """A damaged .npy header (a huge shape, or one whose size overflows 64 bits) is refused
+    before anything is allocated for it, naming the array and the entry's real size."""
+    import io
+    entry = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        entry, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    entry.write(b"\0" * 64)
+    bad = tmp_path / "huge.npz"
+    with zipfile.ZipFile(tri / "good.npz") as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = entry.getvalue() if info.filename == "norm.npy" else src.read(info)
+            dst.writestr(info.filename, data)
+    fails(run, ["--npz", bad, "-o", tmp_path / "o.st"],
+          f"{bad}: array \"norm\" claims shape {list(shape)} of 4-byte elements, more data than "
+          f"its zip entry holds ({len(entry.getvalue())} bytes): the file is damaged or cut "
+          "short; record the run again")
+
+
 def test_not_an_npz(run, tmp_path):
     bad = tmp_path / "plain.npz"
     bad.write_text("not a zip at all")

@@ -160,6 +160,18 @@ fn write_marked(
     Ok(MarkedFile::Apart(dir, path))
 }
 
+/// Whether an external data location names a file under the model's directory: relative, with
+/// no `..`. Anything else is refused before a file is opened, so the temporary copy of a model
+/// in a read-only directory can never link or copy a file onto itself or outside its directory.
+fn stays_inside(location: &str) -> bool {
+    use std::path::Component;
+    let path = Path::new(location);
+    path.components().next().is_some()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 /// Relative locations of the external data files the model's initializers name.
 fn external_files(model: &ModelProto) -> BTreeSet<String> {
     let mut files = BTreeSet::new();
@@ -467,10 +479,13 @@ fn unmarked_run(
     let outputs = final_outputs
         .iter()
         .map(|n| {
-            Ok((
-                n.clone(),
-                runtime::extract(n, &out[n.as_str()])?.into_owned(),
-            ))
+            let Some(value) = out.get(n.as_str()) else {
+                bail!(
+                    "ONNX Runtime returned no value for the output {n:?} of {}",
+                    opts.model.display()
+                );
+            };
+            Ok((n.clone(), runtime::extract(n, value)?.into_owned()))
         })
         .collect::<Result<_>>()?;
     Ok(Unmarked {
@@ -509,6 +524,15 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         .to_path_buf();
     let externals = external_files(&model);
     for loc in &externals {
+        if !stays_inside(loc) {
+            bail!(
+                "the model {} names the external data location {loc:?}, which is not a relative \
+                 path inside the model's directory (ONNX Runtime refuses such locations too); \
+                 re-save the model with its data beside it (onnx.save(..., \
+                 save_as_external_data=True, location=\"<name>.data\"))",
+                opts.model.display()
+            );
+        }
         if !model_dir.join(loc).is_file() {
             bail!(
                 "the model {} keeps initializers in the external file {loc}, which is not beside it \
@@ -528,18 +552,19 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
 
     // Three things at once (each is mostly one core's work): hashing the model file, the
     // unmarked run of the original, and inlining + writing + opening the marked copy.
-    let (identity, unmarked, inlined, stages, mut marked_model, full) =
+    let (identity, unmarked, inlined, stages, kept, mut marked_model, full) =
         std::thread::scope(|scope| -> Result<_> {
             let hashing = scope.spawn(|| FileIdentity::of_bytes(&opts.model, &bytes));
             let plain = scope.spawn(|| unmarked_run(&env, opts, &input));
             let marked = (|| -> Result<_> {
                 let mut inlined = inline_local_functions(model)?;
                 let stages = crate::onnx::stages::recognize(&inlined.values, &inlined.calls);
-                let all: Vec<&str> = inlined
-                    .values
+                let kept: Vec<usize> = (0..inlined.values.len())
+                    .filter(|&i| keeps(opts, &stages, &finals, &inlined.values[i]))
+                    .collect();
+                let all: Vec<&str> = kept
                     .iter()
-                    .filter(|v| keeps(opts, &stages, &finals, v))
-                    .map(|v| v.name.as_str())
+                    .map(|&i| inlined.values[i].name.as_str())
                     .collect();
                 let model = std::mem::take(&mut inlined.model);
                 let original_outputs: Vec<ValueInfoProto> = model
@@ -558,13 +583,21 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                 // The copy with every kept value an output: it is what runs when everything
                 // fits the memory budget, and its session tells each value's size.
                 let full = marked_model.session(&env, opts, &all)?;
-                Ok((inlined, stages, marked_model, full))
+                Ok((inlined, stages, kept, marked_model, full))
             })();
             // The unmarked run's errors (input name, shape, IR version) come first.
             let unmarked = plain.join().expect("the unmarked run does not panic")?;
-            let (inlined, stages, marked_model, full) = marked?;
+            let (inlined, stages, kept, marked_model, full) = marked?;
             let identity = hashing.join().expect("hashing does not panic");
-            Ok((identity, unmarked, inlined, stages, marked_model, full))
+            Ok((
+                identity,
+                unmarked,
+                inlined,
+                stages,
+                kept,
+                marked_model,
+                full,
+            ))
         })?;
     drop(bytes);
     let Unmarked {
@@ -578,10 +611,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         subgraph_values,
         ..
     } = inlined;
-    let marked: Vec<&ValueOrigin> = values
-        .iter()
-        .filter(|v| keeps(opts, &stages, &finals, v))
-        .collect();
+    let marked: Vec<&ValueOrigin> = kept.iter().map(|&i| &values[i]).collect();
     let all: Vec<&str> = marked.iter().map(|v| v.name.as_str()).collect();
     let (full_file, full_session) = full;
     let sizes = value_sizes(&full_session, &all, &input.shape);
@@ -688,7 +718,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                     if pieces.iter().all(Option::is_some) {
                         let pieces: Vec<_> = pieces.drain(..).flatten().collect();
                         let dtype = pieces[0].1;
-                        let element = (dtype.bitsize() / 8).max(1);
+                        let element = crate::dump::element::element_size(dtype).max(1);
                         let same_dtype = pieces.iter().all(|p| p.1 == dtype);
                         let joined: Vec<(Vec<usize>, Vec<u8>)> =
                             pieces.into_iter().map(|(s, _, b)| (s, b)).collect();
@@ -730,7 +760,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                         crate::onnx::stages::patch_rows(
                             &e.shape,
                             &e.bytes,
-                            (e.dtype.bitsize() / 8).max(1),
+                            crate::dump::element::element_size(e.dtype).max(1),
                             hw,
                         )
                     }) {
@@ -764,36 +794,22 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     }
     bar.finish_and_clear();
     // Head views the model has no value for (jax2onnx's Equinox export drops the storage tokens
-    // and does not pool): derived from `norm` when the patches tell how many storage tokens.
-    let mut derived = Vec::new();
-    if let (Some((shape, dtype, bytes)), Some(patches)) = (&norm, written_stages.get("patches"))
-        && shape.len() == 3
-        && patches.len() == 3
-        && shape[1] > patches[1]
-    {
-        let storage_tokens = shape[1] - 1 - patches[1];
-        for (stage, how, (shape, bytes)) in
-            crate::capture::head::derive(shape, bytes, *dtype, storage_tokens)
-        {
-            if written_stages.contains_key(stage) {
-                continue;
-            }
-            writer.write(
-                stage,
-                TensorRecord {
-                    native: "norm".into(),
-                    stage: Some(stage.into()),
-                    extra: [("derived".to_string(), Value::String(how.into()))]
-                        .into_iter()
-                        .collect(),
-                },
-                safetensors::Dtype::F32,
-                &shape,
-                &bytes,
-            )?;
-            derived.push(stage);
+    // and does not pool): derived from `norm`, R = N - 1 - hw with hw from `patches`, else from
+    // `patch_embed` (torch exports with token pooling have no `patches` value).
+    let patch_tokens = ["patches", "patch_embed"].iter().find_map(|s| {
+        written_stages
+            .get(*s)
+            .and_then(|shape| shape.get(1))
+            .copied()
+    });
+    let derived = match (&norm, patch_tokens) {
+        (Some((shape, dtype, bytes)), Some(hw)) => {
+            crate::capture::head::write_derived(&mut writer, (shape, bytes, *dtype), hw, |stage| {
+                written_stages.contains_key(stage)
+            })?
         }
-    }
+        _ => Vec::new(),
+    };
     for (name, u) in &unmarked {
         writer.write(
             &format!("unmarked/{name}"),
@@ -840,7 +856,18 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_runs;
+    use super::{plan_runs, stays_inside};
+
+    #[test]
+    fn external_locations_must_stay_in_the_model_directory() {
+        assert!(stays_inside("m.onnx.data"));
+        assert!(stays_inside("weights/m.data"));
+        assert!(stays_inside("./m.data"));
+        assert!(!stays_inside("/etc/passwd"));
+        assert!(!stays_inside("../elsewhere/m.data"));
+        assert!(!stays_inside("weights/../../m.data"));
+        assert!(!stays_inside(""));
+    }
 
     #[test]
     fn everything_in_one_run_when_it_fits() {
