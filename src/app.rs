@@ -103,56 +103,36 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
     };
-    if let Some(c) = &args.c {
+    let tty = std::io::stdout().is_terminal();
+    let style = report::table::TableStyle {
+        color: match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
+        },
+        wrap: tty,
+        list_unmatched: args.list_unmatched,
+    };
+    let (text, pass) = if let Some(c) = &args.c {
         let c = Dump::open(c)?;
         let t = crate::triangulate::triangulate(&a, &b, &c, &opts)?;
-        let tty = std::io::stdout().is_terminal();
         let text = match args.format {
-            DiffFormat::Table => report::triangle::render_table(
-                &t,
-                &report::table::TableStyle {
-                    color: match args.color {
-                        ColorChoice::Always => true,
-                        ColorChoice::Never => false,
-                        ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
-                    },
-                    wrap: tty,
-                    list_unmatched: args.list_unmatched,
-                },
-            ),
+            DiffFormat::Table => report::triangle::render_table(&t, &style),
             DiffFormat::Json => report::triangle::render_json(&t),
             DiffFormat::Markdown => report::triangle::render_markdown(&t),
         };
-        print(&text)?;
-        return Ok(if t.pass {
-            exit::WITHIN_TOLERANCE
-        } else {
-            exit::OVER_TOLERANCE
-        });
-    }
-    let r = diff::diff(&a, &b, &opts)?;
-    let tty = std::io::stdout().is_terminal();
-    let text = match args.format {
-        DiffFormat::Table => {
-            let color = match args.color {
-                ColorChoice::Always => true,
-                ColorChoice::Never => false,
-                ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
-            };
-            report::table::render(
-                &r,
-                &report::table::TableStyle {
-                    color,
-                    wrap: tty,
-                    list_unmatched: args.list_unmatched,
-                },
-            )
-        }
-        DiffFormat::Json => report::json::render(&r),
-        DiffFormat::Markdown => report::markdown::render(&r),
+        (text, t.pass)
+    } else {
+        let r = diff::diff(&a, &b, &opts)?;
+        let text = match args.format {
+            DiffFormat::Table => report::table::render(&r, &style),
+            DiffFormat::Json => report::json::render(&r),
+            DiffFormat::Markdown => report::markdown::render(&r),
+        };
+        (text, r.verdict.pass)
     };
     print(&text)?;
-    Ok(if r.verdict.pass {
+    Ok(if pass {
         exit::WITHIN_TOLERANCE
     } else {
         exit::OVER_TOLERANCE

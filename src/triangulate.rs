@@ -26,6 +26,17 @@ pub enum Side {
     PortExport,
 }
 
+impl Side {
+    /// Indices (into A, B, C) of the pair's two dumps, in the pair's order.
+    pub fn ends(self) -> (usize, usize) {
+        match self {
+            Side::ReferenceExport => (0, 2),
+            Side::ReferencePort => (0, 1),
+            Side::PortExport => (1, 2),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SidePair {
     pub side: Side,
@@ -79,13 +90,15 @@ pub struct TriangleReport {
 }
 
 impl TriangleReport {
-    pub fn side(&self, side: Side) -> &DiffReport {
-        &self
-            .sides
+    pub fn pair(&self, side: Side) -> &SidePair {
+        self.sides
             .iter()
             .find(|s| s.side == side)
             .expect("all three sides are present")
-            .report
+    }
+
+    pub fn side(&self, side: Side) -> &DiffReport {
+        &self.pair(side).report
     }
 }
 

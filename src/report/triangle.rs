@@ -69,7 +69,7 @@ pub fn render_table(t: &TriangleReport, style: &TableStyle) -> String {
     ]);
     for s in &t.sides {
         let mut row = vec![Cell::new(&s.label)];
-        for name in ["cls", "pooled"] {
+        for name in crate::diff::HEADLINE {
             match headline(&s.report, name) {
                 Some((cos, max, fails)) => {
                     row.push(Cell::new(cos).set_alignment(CellAlignment::Right));
@@ -95,11 +95,7 @@ pub fn render_table(t: &TriangleReport, style: &TableStyle) -> String {
     }
     let _ = writeln!(out, "{h}");
     for side in [Side::ReferencePort, Side::PortExport] {
-        let s = t
-            .sides
-            .iter()
-            .find(|s| s.side == side)
-            .expect("side present");
+        let s = t.pair(side);
         if let Some(g) = stage_grid(&s.report) {
             let _ = writeln!(out, "\n{}, max|Δ| per stage:", s.label);
             let _ = writeln!(out, "{}", grid_table(&g, style));
@@ -107,6 +103,24 @@ pub fn render_table(t: &TriangleReport, style: &TableStyle) -> String {
     }
     let _ = writeln!(out, "\ndiagnosis: {}", t.diagnosis.text);
     for s in &t.sides {
+        let (a, b) = s.side.ends();
+        let (a, b) = (&t.names[a], &t.names[b]);
+        let unmatched = &s.report.unmatched;
+        if style.list_unmatched && unmatched.a.len() + unmatched.b.len() > 0 {
+            let _ = writeln!(
+                out,
+                "{}: {} tensors only in {a}, {} only in {b}",
+                s.label,
+                unmatched.a.len(),
+                unmatched.b.len()
+            );
+            for n in &unmatched.a {
+                let _ = writeln!(out, "  only in {a}: {n}");
+            }
+            for n in &unmatched.b {
+                let _ = writeln!(out, "  only in {b}: {n}");
+            }
+        }
         let _ = writeln!(out, "{}: {}", s.label, verdict_line(&s.report));
     }
     out
@@ -138,11 +152,7 @@ pub fn render_markdown(t: &TriangleReport) -> String {
     }
     out.push('\n');
     for side in [Side::ReferencePort, Side::PortExport] {
-        let s = t
-            .sides
-            .iter()
-            .find(|s| s.side == side)
-            .expect("side present");
+        let s = t.pair(side);
         let body = super::markdown::render(&s.report);
         let _ = writeln!(
             out,
