@@ -2,7 +2,7 @@
 //! exit codes, the JSON schema, and a snapshot of the table (the output is the product).
 
 mod common;
-use common::{canonical_dump, dinodiff, json_in, stdout_of};
+use common::{canonical_dump, canonical_dump_with_raw, dinodiff, json_in, run_in, stdout_of};
 use dinodiff::dump::SourceKind;
 use std::path::Path;
 
@@ -166,4 +166,42 @@ fn a_missing_third_dump_is_an_error() {
     let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("nope.st"), "{err}");
+}
+
+#[test]
+fn list_unmatched_names_each_sides_strays_by_framework() {
+    let d = triangle(Edit::None, Edit::None);
+    canonical_dump_with_raw(
+        &d.path().join("onnx.st"),
+        SourceKind::Onnx,
+        |_, _, _| {},
+        &[
+            "VisionTransformer_1/Block_1/mul_0",
+            "VisionTransformer_1/add_2",
+        ],
+    );
+    // 38 canonical stages at depth 2: 5 stem + 2 × 14 block + 5 head.
+    let args = ["diff", "meta.st", "eqx.st", "onnx.st", "--color", "never"];
+    let plain = run_in(d.path(), &args, 0);
+    assert!(!plain.contains("only in"), "{plain}");
+    let listed = run_in(d.path(), &[&args[..], &["--list-unmatched"]].concat(), 0);
+    let tail: Vec<&str> = listed
+        .lines()
+        .skip_while(|l| !l.starts_with("diagnosis:"))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "Meta ⇔ ONNX: 0 tensors only in Meta, 2 only in ONNX",
+            "  only in ONNX: VisionTransformer_1/Block_1/mul_0",
+            "  only in ONNX: VisionTransformer_1/add_2",
+            "Meta ⇔ ONNX: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+            "Meta ⇔ Equinox: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+            "Equinox ⇔ ONNX: 0 tensors only in Equinox, 2 only in ONNX",
+            "  only in ONNX: VisionTransformer_1/Block_1/mul_0",
+            "  only in ONNX: VisionTransformer_1/add_2",
+            "Equinox ⇔ ONNX: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+        ]
+    );
 }

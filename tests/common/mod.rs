@@ -40,7 +40,18 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn canonical_dump(
     path: &Path,
     source: SourceKind,
+    edit: impl FnMut(&str, &mut Vec<f32>, &mut Vec<usize>),
+) {
+    canonical_dump_with_raw(path, source, edit, &[]);
+}
+
+/// [`canonical_dump`] followed by raw (non-canonical) [1, 3, 4] tensors of the given names, as a
+/// capture writes the values it does not recognize.
+pub fn canonical_dump_with_raw(
+    path: &Path,
+    source: SourceKind,
     mut edit: impl FnMut(&str, &mut Vec<f32>, &mut Vec<usize>),
+    raw: &[&str],
 ) {
     let mut manifest = Manifest::for_this_process(source);
     manifest.variant = Some("tiny".into());
@@ -66,6 +77,19 @@ pub fn canonical_dump(
             Dtype::F32,
             &shape,
             &f32_bytes(&values),
+        )
+        .unwrap();
+    }
+    for name in raw {
+        w.write(
+            name,
+            TensorRecord {
+                native: name.to_string(),
+                ..Default::default()
+            },
+            Dtype::F32,
+            &[1, 3, 4],
+            &f32_bytes(&[0.25; 12]),
         )
         .unwrap();
     }
