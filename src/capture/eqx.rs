@@ -442,24 +442,16 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             norm = Some(array);
         }
     }
-    // The storage-token count R = N - 1 - hw comes from the shapes, never from a default.
-    let patch_tokens = ["patches", "patch_embed"].iter().find_map(|s| {
-        written_stages
-            .get(*s)
-            .and_then(|shape| shape.get(1))
-            .copied()
-    });
-    let derived: Vec<String> = match (&norm, patch_tokens) {
-        (Some(norm), Some(hw)) => crate::capture::head::write_derived(
+    let derived: Vec<String> = match &norm {
+        Some(norm) => crate::capture::head::write_derived(
             &mut writer,
             (&norm.shape, &norm.bytes, norm.dtype),
-            hw,
-            |stage| written_stages.contains_key(stage),
+            &written_stages,
         )?
         .into_iter()
         .map(str::to_string)
         .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     let mut about = recorded.clone();
     if let Some(o) = about.as_object_mut() {

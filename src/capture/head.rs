@@ -10,6 +10,7 @@
 use anyhow::Result;
 use safetensors::Dtype;
 use serde_json::Value;
+use std::collections::HashMap;
 
 use crate::dump::manifest::TensorRecord;
 use crate::dump::writer::DumpWriter;
@@ -55,23 +56,27 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
     out
 }
 
-/// Derives the head views from `norm` (shape, bytes, dtype) and writes each one for which
-/// `already_written` is false, recording `derived` = how; returns the stages written.
-/// `patch_tokens` (hw, from the `patches` or `patch_embed` stage) tells the storage-token count
-/// R = N - 1 - hw; when N ≤ hw nothing is derived.
+/// Derives the head views from `norm` (shape, bytes, dtype) and writes each one `written` (canonical
+/// stage -> shape already in the dump) lacks, recording `derived` = how; returns the stages
+/// written. The storage-token count R = N - 1 - hw takes hw from the `patches` stage, else from
+/// `patch_embed` (never from a default); without either, or when N ≤ hw, nothing is derived.
 pub fn write_derived(
     writer: &mut DumpWriter,
     norm: (&[usize], &[u8], Dtype),
-    patch_tokens: usize,
-    already_written: impl Fn(&str) -> bool,
+    written: &HashMap<String, Vec<usize>>,
 ) -> Result<Vec<&'static str>> {
     let (shape, bytes, dtype) = norm;
-    let Some(storage_tokens) = shape.get(1).and_then(|n| n.checked_sub(1 + patch_tokens)) else {
+    let patch_tokens = ["patches", "patch_embed"]
+        .iter()
+        .find_map(|s| written.get(*s).and_then(|shape| shape.get(1)).copied());
+    let Some(storage_tokens) =
+        patch_tokens.and_then(|hw| shape.get(1).and_then(|n| n.checked_sub(1 + hw)))
+    else {
         return Ok(Vec::new());
     };
-    let mut written = Vec::new();
+    let mut derived = Vec::new();
     for (stage, how, (shape, bytes)) in derive(shape, bytes, dtype, storage_tokens) {
-        if already_written(stage) {
+        if written.contains_key(stage) {
             continue;
         }
         writer.write(
@@ -87,9 +92,9 @@ pub fn write_derived(
             &shape,
             &bytes,
         )?;
-        written.push(stage);
+        derived.push(stage);
     }
-    Ok(written)
+    Ok(derived)
 }
 
 #[cfg(test)]

@@ -81,36 +81,31 @@ pub fn canonical_dump_with_raw(
         .unwrap();
     }
     for name in raw {
-        w.write(
-            name,
-            TensorRecord {
-                native: name.to_string(),
-                ..Default::default()
-            },
-            Dtype::F32,
-            &[1, 3, 4],
-            &f32_bytes(&[0.25; 12]),
-        )
-        .unwrap();
+        write_raw(&mut w, name, &[1, 3, 4], &[0.25; 12]);
     }
     w.finish().unwrap();
+}
+
+/// Writes one f32 tensor with no stage, its name as the native name.
+fn write_raw(w: &mut DumpWriter, name: &str, shape: &[usize], values: &[f32]) {
+    w.write(
+        name,
+        TensorRecord {
+            native: name.to_string(),
+            ..Default::default()
+        },
+        Dtype::F32,
+        shape,
+        &f32_bytes(values),
+    )
+    .unwrap();
 }
 
 /// A dump of arbitrary named f32 tensors, in the given order.
 pub fn plain_dump(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     let mut w = DumpWriter::create(path, Manifest::for_this_process(SourceKind::Other)).unwrap();
     for (name, shape, values) in tensors {
-        w.write(
-            name,
-            TensorRecord {
-                native: name.to_string(),
-                ..Default::default()
-            },
-            Dtype::F32,
-            shape,
-            &f32_bytes(values),
-        )
-        .unwrap();
+        write_raw(&mut w, name, shape, values);
     }
     w.finish().unwrap();
 }

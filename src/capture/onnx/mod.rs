@@ -796,19 +796,13 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     // Head views the model has no value for (jax2onnx's Equinox export drops the storage tokens
     // and does not pool): derived from `norm`, R = N - 1 - hw with hw from `patches`, else from
     // `patch_embed` (torch exports with token pooling have no `patches` value).
-    let patch_tokens = ["patches", "patch_embed"].iter().find_map(|s| {
-        written_stages
-            .get(*s)
-            .and_then(|shape| shape.get(1))
-            .copied()
-    });
-    let derived = match (&norm, patch_tokens) {
-        (Some((shape, dtype, bytes)), Some(hw)) => {
-            crate::capture::head::write_derived(&mut writer, (shape, bytes, *dtype), hw, |stage| {
-                written_stages.contains_key(stage)
-            })?
-        }
-        _ => Vec::new(),
+    let derived = match &norm {
+        Some((shape, dtype, bytes)) => crate::capture::head::write_derived(
+            &mut writer,
+            (shape, bytes, *dtype),
+            &written_stages,
+        )?,
+        None => Vec::new(),
     };
     for (name, u) in &unmarked {
         writer.write(
