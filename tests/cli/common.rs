@@ -1,5 +1,4 @@
 //! Shared helpers for the integration tests: tiny dumps built through the library's writer.
-#![allow(dead_code)]
 
 use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
 use dinodiff::model::stages;

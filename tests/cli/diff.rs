@@ -1,8 +1,7 @@
 //! `dinodiff diff` end to end: exit codes, alignment, refusals, and snapshots of every output
 //! format (the output is the product).
 
-mod common;
-use common::{canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in, stdout_of};
+use crate::common::{canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in, stdout_of};
 use dinodiff::dump::SourceKind;
 
 struct Pair {

@@ -1,8 +1,9 @@
 //! `dinodiff diff A B C` (triangulation) end to end on small canonical dumps: each diagnosis, the
 //! exit codes, the JSON schema, and a snapshot of the table (the output is the product).
 
-mod common;
-use common::{canonical_dump, canonical_dump_with_raw, dinodiff, json_in, run_in, stdout_of};
+use crate::common::{
+    canonical_dump, canonical_dump_with_raw, dinodiff, json_in, run_in, stdout_of,
+};
 use dinodiff::dump::SourceKind;
 use std::path::Path;
 

@@ -1,0 +1,13 @@
+//! The integration tests: one binary running dinodiff end to end, a module per command (or
+//! concern), with the helpers they share in `common`. Snapshots live in `snapshots/`, named
+//! `cli__<module>__<name>.snap`.
+
+mod common;
+
+mod bad_inputs;
+mod capture;
+mod diff;
+mod inspect;
+mod prep;
+mod synth;
+mod triangle;
