@@ -1,12 +1,9 @@
 //! Malformed and unreadable inputs: each pins the exact error text and exit code 2, for `inspect`
 //! and for `diff` (either side), and none may panic.
 
+use crate::common::{dinodiff, dinodiff_bin};
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
-
-fn dinodiff() -> Command {
-    Command::cargo_bin("dinodiff").unwrap()
-}
 
 /// A raw safetensors file: 8-byte little-endian header length, header, data.
 fn raw(header: &str, data: &[u8]) -> Vec<u8> {
@@ -264,7 +261,7 @@ fn an_unreadable_file() {
             m.uid() == 0
         })
         .unwrap_or(false);
-    let mut bin = assert_cmd::cargo::cargo_bin("dinodiff");
+    let mut bin = dinodiff_bin();
     let mut cmd = if is_root {
         // nobody must reach the file and the binary: the checkout may sit under a private
         // home directory, so run a copy from the (world-readable) temporary directory.

@@ -1,7 +1,7 @@
 //! `dinodiff capture`: what runs without libtorch or ONNX Runtime (`capture meta` without its
 //! feature, `capture eqx` refusing what is not an npz).
 
-use crate::common::dinodiff;
+use crate::common::{dinodiff, stderr_of};
 
 #[cfg(not(feature = "torch"))]
 #[test]
@@ -28,7 +28,7 @@ fn capture_eqx_refuses_what_is_not_an_npz() {
         .arg(&out)
         .assert()
         .code(2);
-    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    let err = stderr_of(&a);
     assert!(
         err.starts_with(&format!(
             "error: {} is not an npz file (a zip of .npy arrays): ",

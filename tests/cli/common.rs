@@ -1,16 +1,26 @@
-//! Shared helpers for the integration tests: tiny dumps built through the library's writer.
+//! Helpers shared by the integration tests: running the binary, and tiny dumps built through the
+//! library's writer.
 
 use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
 use dinodiff::model::stages;
 use safetensors::Dtype;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn dinodiff() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("dinodiff").unwrap()
 }
 
+/// The path of the binary under test, for tests that spawn or copy it themselves.
+pub fn dinodiff_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("dinodiff")
+}
+
 pub fn stdout_of(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8(a.get_output().stdout.clone()).unwrap()
+}
+
+pub fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8(a.get_output().stderr.clone()).unwrap()
 }
 
 /// Runs dinodiff with `args` in `dir`, asserts the exit code, returns stdout.

@@ -1,7 +1,9 @@
 //! `dinodiff diff` end to end: exit codes, alignment, refusals, and snapshots of every output
 //! format (the output is the product).
 
-use crate::common::{canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in, stdout_of};
+use crate::common::{
+    canonical_dump, diff_json, dinodiff, json_in, plain_dump, run_in, stderr_of, stdout_of,
+};
 use dinodiff::dump::SourceKind;
 
 struct Pair {
@@ -116,7 +118,7 @@ fn different_inputs_are_refused_unless_allowed() {
         .assert()
         .code(2)
         .stdout("");
-    let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
+    let err = stderr_of(&out);
     assert!(
         err.starts_with("error: a.st and b.st were captured from different inputs (input sha256 "),
         "{err}"

@@ -1,6 +1,6 @@
 //! `dinodiff synth`, and the atomic dump writer under SIGKILL (exercised through `synth`).
 
-use crate::common::{diff_json, dinodiff};
+use crate::common::{diff_json, dinodiff, dinodiff_bin};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -55,7 +55,7 @@ fn synth_pairs_share_the_input_and_drift_where_told() {
 #[test]
 fn a_writer_killed_mid_dump_leaves_no_file_at_the_target() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = assert_cmd::cargo::cargo_bin("dinodiff");
+    let bin = dinodiff_bin();
     // ViT-L/16 at 224: ~400 MB, long enough to be caught while writing.
     let mut child = std::process::Command::new(bin)
         .current_dir(dir.path())

@@ -2,7 +2,7 @@
 //! exit codes, the JSON schema, and a snapshot of the table (the output is the product).
 
 use crate::common::{
-    canonical_dump, canonical_dump_with_raw, dinodiff, json_in, run_in, stdout_of,
+    canonical_dump, canonical_dump_with_raw, dinodiff, json_in, run_in, stderr_of, stdout_of,
 };
 use dinodiff::dump::SourceKind;
 use std::path::Path;
@@ -164,7 +164,7 @@ fn a_missing_third_dump_is_an_error() {
         .args(["diff", "meta.st", "eqx.st", "nope.st"])
         .assert()
         .code(2);
-    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    let err = stderr_of(&a);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("nope.st"), "{err}");
 }
