@@ -16,52 +16,47 @@ enum Edit {
     Offset(f32),
 }
 
-fn dump(path: &Path, source: SourceKind, edit: Edit) {
-    let mut drifting = false;
-    canonical_dump(path, source, |name, v, _| match edit {
-        Edit::None => {}
-        Edit::DriftFromBlock1Ls2 => {
-            drifting |= name == "blocks.1.ls2";
-            if drifting {
-                v[2] += 0.01;
+impl Edit {
+    /// Applies the edit to the tensor `name` (values `v`); `drifting` carries the drift from
+    /// `blocks.1.ls2` on through the later tensors of the dump.
+    fn apply(self, name: &str, v: &mut [f32], drifting: &mut bool) {
+        match self {
+            Edit::None => {}
+            Edit::DriftFromBlock1Ls2 => {
+                *drifting |= name == "blocks.1.ls2";
+                if *drifting {
+                    v[2] += 0.01;
+                }
+                // Rounding-sized noise elsewhere, so amplifications are defined.
+                if name != "input" {
+                    v[0] += 3e-6;
+                }
             }
-            // Rounding-sized noise elsewhere, so amplifications are defined.
-            if name != "input" {
-                v[0] += 3e-6;
-            }
+            Edit::Offset(d) if name != "input" => v.iter_mut().for_each(|x| *x += d),
+            Edit::Offset(_) => {}
         }
-        Edit::Offset(d) if name != "input" => v.iter_mut().for_each(|x| *x += d),
-        Edit::Offset(_) => {}
+    }
+}
+
+/// A canonical dump with `edits` applied in order to each tensor.
+fn dump(path: &Path, source: SourceKind, edits: &[Edit]) {
+    let mut drifting = false;
+    canonical_dump(path, source, |name, v, _| {
+        for e in edits {
+            e.apply(name, v, &mut drifting);
+        }
     });
 }
 
 fn triangle(port: Edit, export: Edit) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    dump(&dir.path().join("meta.st"), SourceKind::Meta, Edit::None);
-    dump(&dir.path().join("eqx.st"), SourceKind::Eqx, port);
+    dump(&dir.path().join("meta.st"), SourceKind::Meta, &[]);
+    dump(&dir.path().join("eqx.st"), SourceKind::Eqx, &[port]);
     // The export carries the port's edit plus its own.
-    let mut drifting = false;
-    canonical_dump(
+    dump(
         &dir.path().join("onnx.st"),
         SourceKind::Onnx,
-        |name, v, _| {
-            for e in [port, export] {
-                match e {
-                    Edit::None => {}
-                    Edit::DriftFromBlock1Ls2 => {
-                        drifting |= name == "blocks.1.ls2";
-                        if drifting {
-                            v[2] += 0.01;
-                        }
-                        if name != "input" {
-                            v[0] += 3e-6;
-                        }
-                    }
-                    Edit::Offset(d) if name != "input" => v.iter_mut().for_each(|x| *x += d),
-                    Edit::Offset(_) => {}
-                }
-            }
-        },
+        &[port, export],
     );
     dir
 }
