@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prep(args) => {
             let source = InputSource::Image {
                 path: args.image,
-                transform: args.transform,
+                transform: args.transform.into(),
                 size: args.size,
             };
             let prepared = source.load()?;
@@ -36,6 +36,22 @@ pub fn run(cli: Cli) -> Result<u8> {
                 prepared.shape,
                 prepared.sha256
             );
+            Ok(exit::WITHIN_TOLERANCE)
+        }
+        Command::Stages(args) => {
+            let list = crate::vocabulary::stages();
+            print(&match args.format {
+                InspectFormat::Table => report::vocabulary::stages_table(&list),
+                InspectFormat::Json => json_text(&list),
+            })?;
+            Ok(exit::WITHIN_TOLERANCE)
+        }
+        Command::Variants(args) => {
+            let list = crate::vocabulary::variants();
+            print(&match args.format {
+                InspectFormat::Table => report::vocabulary::variants_table(&list),
+                InspectFormat::Json => json_text(&list),
+            })?;
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
@@ -51,7 +67,10 @@ pub fn run(cli: Cli) -> Result<u8> {
                     let amp: f32 = amp.parse().map_err(|_| {
                         anyhow::anyhow!("--drift {spec:?}: {amp:?} is not a number")
                     })?;
-                    Some((stage.to_string(), amp))
+                    let stage: crate::model::Stage = stage
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--drift {spec:?}: {e}"))?;
+                    Some((stage, amp))
                 }
             };
             ensure!(
@@ -139,6 +158,12 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
     })
 }
 
+fn json_text(value: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("vocabulary data serializes");
+    text.push('\n');
+    text
+}
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.
 fn print(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -153,7 +178,7 @@ fn input_source(input: &crate::cli::InputArgs, t: &crate::cli::ImageTransformArg
         (Some(dump), _) => InputSource::Dump(dump.clone()),
         (None, Some(image)) => InputSource::Image {
             path: image.clone(),
-            transform: t.transform,
+            transform: t.transform.into(),
             size: t.size,
         },
         (None, None) => unreachable!("clap requires --input or --image"),
@@ -169,7 +194,7 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         variant: args.variant,
         output: args.output,
         device: args.device,
-        precision: args.dtype,
+        precision: args.dtype.into(),
         threads: args.threads,
         only: crate::capture::StageFilter::new(&args.only)?,
     };

@@ -1,7 +1,6 @@
-//! Command-line definitions (clap derive) and nothing else; [`crate::app`] turns them into work.
+//! Command-line definitions (clap derive), and the mapping of their value enums onto the library's
+//! types; [`crate::app`] turns them into work. No other module depends on clap.
 
-use crate::capture::Precision;
-use crate::capture::input::Transform;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -29,6 +28,54 @@ pub enum Command {
     Capture(CaptureCommand),
     /// Write a synthetic DINOv3-shaped dump (demos, tests, benchmarks of diff)
     Synth(SynthArgs),
+    /// List the canonical stage names, their shapes and table places (docs/stages.md)
+    Stages(VocabularyArgs),
+    /// List the DINOv3 hub variants and their dimensions
+    Variants(VocabularyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VocabularyArgs {
+    #[arg(long, value_enum, default_value_t = InspectFormat::Table)]
+    pub format: InspectFormat,
+}
+
+/// `--transform`: how an image becomes the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransformArg {
+    Meta,
+    Square,
+    None,
+}
+
+impl From<TransformArg> for crate::capture::input::Transform {
+    fn from(t: TransformArg) -> Self {
+        use crate::capture::input::Transform;
+        match t {
+            TransformArg::Meta => Transform::Meta,
+            TransformArg::Square => Transform::Square,
+            TransformArg::None => Transform::None,
+        }
+    }
+}
+
+/// `--dtype` of `capture meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<PrecisionArg> for crate::capture::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        use crate::capture::Precision;
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,8 +142,8 @@ pub struct PrepArgs {
     #[arg(long)]
     pub image: PathBuf,
     /// meta = Meta's eval transform; square = center square crop then resize; none = as is
-    #[arg(long, value_enum, default_value_t = Transform::Meta)]
-    pub transform: Transform,
+    #[arg(long, value_enum, default_value_t = TransformArg::Meta)]
+    pub transform: TransformArg,
     /// Side of the square model input, a multiple of 16
     #[arg(long, default_value_t = 224)]
     pub size: usize,
@@ -120,8 +167,8 @@ pub struct InputArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ImageTransformArgs {
     /// Transform for --image (see `dinodiff prep --help`)
-    #[arg(long, value_enum, default_value_t = Transform::Meta)]
-    pub transform: Transform,
+    #[arg(long, value_enum, default_value_t = TransformArg::Meta)]
+    pub transform: TransformArg,
     /// Input size for --image
     #[arg(long, default_value_t = 224)]
     pub size: usize,
@@ -210,8 +257,8 @@ pub struct CaptureMetaArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Compute dtype of weights and activations (RoPE stays f32, as in Meta's hub configs)
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub dtype: Precision,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub dtype: PrecisionArg,
     /// libtorch intra-op threads (default: libtorch's, one per physical core)
     #[arg(long)]
     pub threads: Option<usize>,

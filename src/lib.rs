@@ -7,7 +7,7 @@
 //! - [`onnx`]: the ONNX protobuf subset and local-function inlining;
 //! - [`capture`]: capture backends and the shared model input (`prep`);
 //! - [`align`], [`metrics`], [`diff`], [`report`]: the comparison and its renderers;
-//! - [`inspect`], [`synth`]: the other subcommands;
+//! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
 //! - [`cli`] (argument definitions), [`app`] (dispatch), [`exit`] (exit codes), [`progress`].
 
 pub mod align;
@@ -25,3 +25,4 @@ pub mod progress;
 pub mod report;
 pub mod synth;
 pub mod triangulate;
+pub mod vocabulary;

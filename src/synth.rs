@@ -9,7 +9,7 @@
 //! 5% per stage: a controlled place where parity breaks. Nothing here pretends to be a model.
 
 use crate::dump::{DumpWriter, Manifest, SourceKind, TensorRecord, WrittenDump};
-use crate::model::{Variant, stages};
+use crate::model::{Stage, Variant};
 use anyhow::{Result, bail};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -26,7 +26,7 @@ pub struct SynthOptions {
     pub seed: u64,
     pub noise: f32,
     pub noise_seed: u64,
-    pub drift: Option<(String, f32)>,
+    pub drift: Option<(Stage, f32)>,
     /// Use this input (e.g. from `prep`) as the `input` stage instead of a random one.
     pub input: Option<crate::capture::input::ModelInput>,
 }
@@ -45,14 +45,15 @@ fn field(seed: u64, stage: usize, amplitude: f32, out: &mut [f32]) {
 
 pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
     let v = &opts.variant;
-    let names = stages::all_names(v.depth);
+    let stages = Stage::all(v.arch.depth);
     let drift_from = match &opts.drift {
-        Some((stage, _)) => match names.iter().position(|n| n == stage) {
+        Some((stage, _)) => match stages.iter().position(|s| s == stage) {
             Some(i) => Some(i),
             None => bail!(
-                "--drift names {stage:?}, which is not a stage of {} (depth {}); see docs/stages.md",
+                "--drift names {:?}, which is not a stage of {} (depth {}); see docs/stages.md",
+                stage.to_string(),
                 v.name,
-                v.depth
+                v.arch.depth
             ),
         },
         None => None,
@@ -67,20 +68,21 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
             "seed": opts.seed,
             "noise": opts.noise,
             "noise_seed": opts.noise_seed,
-            "drift": opts.drift.as_ref().map(|(s, a)| json!({"stage": s, "amplitude": a})),
+            "drift": opts.drift.as_ref().map(|(s, a)| json!({"stage": s.to_string(), "amplitude": a})),
             "image_size": opts.image_size,
         }),
     );
-    let mut w = DumpWriter::create_for(out, manifest, names.len())?;
+    let mut w = DumpWriter::create_for(out, manifest, stages.len())?;
+    let grid = v.arch.grid(opts.image_size);
     let mut buf: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let stage = stages::Stage::parse(name).expect("canonical");
-        let shape = v.stage_shape(stage.column(), opts.image_size);
+    for (i, &stage) in stages.iter().enumerate() {
+        let name = stage.to_string();
+        let shape = stage.shape(&v.arch, grid);
         let n: usize = shape.iter().product();
         buf.clear();
-        match (&opts.input, name.as_str()) {
-            (Some(input), "input") => {
+        match &opts.input {
+            Some(input) if stage == Stage::INPUT => {
                 if input.shape[..] != shape[..] {
                     bail!(
                         "--input holds a {:?} input, but {} at --image-size {} takes {shape:?}",
@@ -96,7 +98,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
                 field(opts.seed, i, 1.0, &mut buf);
             }
         }
-        if name != "input" && opts.noise > 0.0 {
+        if stage != Stage::INPUT && opts.noise > 0.0 {
             field(opts.noise_seed ^ 0x9e37_79b9, i, opts.noise, &mut buf);
         }
         if let (Some(from), Some((_, amp))) = (drift_from, &opts.drift)
@@ -108,7 +110,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         bytes.clear();
         bytes.extend(buf.iter().flat_map(|x| x.to_le_bytes()));
         w.write(
-            name,
+            &name,
             TensorRecord {
                 native: name.clone(),
                 stage: Some(name.clone()),

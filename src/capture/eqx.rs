@@ -22,6 +22,8 @@
 //!   that dump's `input_sha256` (a recording of another input is refused).
 
 use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
+use crate::model::stage::Dim;
+use crate::model::{Architecture, BlockStage, Ffn, HeadStage, Stage, StemStage};
 use anyhow::{Context, Result, bail, ensure};
 use npyz::{DType, TypeChar};
 use safetensors::Dtype;
@@ -53,22 +55,22 @@ struct Array {
 }
 
 /// The canonical stage of an Equinox name, or `None` when it has none.
-pub fn canonical_stage(name: &str) -> Option<String> {
+pub fn canonical_stage(name: &str) -> Option<Stage> {
     let direct = match name {
-        "input" => Some("input"),
-        "patch_embed" => Some("patch_embed"),
-        "tokens" => Some("tokens"),
-        "rope:sin" => Some("rope.sin"),
-        "rope:cos" => Some("rope.cos"),
-        "norm" => Some("norm"),
-        "cls" => Some("cls"),
-        "storage" => Some("storage"),
-        "patches" => Some("patches"),
-        "pooled" => Some("pooled"),
+        "input" => Some(Stage::INPUT),
+        "patch_embed" => Some(Stage::Stem(StemStage::PatchEmbed)),
+        "tokens" => Some(Stage::Stem(StemStage::Tokens)),
+        "rope:sin" => Some(Stage::Stem(StemStage::RopeSin)),
+        "rope:cos" => Some(Stage::Stem(StemStage::RopeCos)),
+        "norm" => Some(Stage::NORM),
+        "cls" => Some(Stage::Head(HeadStage::Cls)),
+        "storage" => Some(Stage::Head(HeadStage::Storage)),
+        "patches" => Some(Stage::Head(HeadStage::Patches)),
+        "pooled" => Some(Stage::Head(HeadStage::Pooled)),
         _ => None,
     };
-    if let Some(s) = direct {
-        return Some(s.to_string());
+    if direct.is_some() {
+        return direct;
     }
     let rest = name.strip_prefix("blocks[")?;
     let (digits, tail) = rest.split_once(']')?;
@@ -77,35 +79,29 @@ pub fn canonical_stage(name: &str) -> Option<String> {
         return None; // `blocks[03]` is not a pytree path
     }
     let stage = match tail {
-        "" => "output",
-        ".norm1" => "norm1",
-        ".attn:qkv" => "attn.qkv",
-        ".attn:q" => "attn.q",
-        ".attn:k" => "attn.k",
-        ".attn:v" => "attn.v",
-        ".attn:sdpa" => "attn.sdpa",
-        ".attn" => "attn",
-        ".ls1" => "ls1",
-        ":residual1" => "residual1",
-        ".norm2" => "norm2",
-        ".mlp:hidden" => "mlp.hidden",
-        ".mlp" => "mlp",
-        ".ls2" => "ls2",
+        "" => BlockStage::Output,
+        ".norm1" => BlockStage::Norm1,
+        ".attn:qkv" => BlockStage::AttnQkv,
+        ".attn:q" => BlockStage::AttnQ,
+        ".attn:k" => BlockStage::AttnK,
+        ".attn:v" => BlockStage::AttnV,
+        ".attn:sdpa" => BlockStage::AttnSdpa,
+        ".attn" => BlockStage::Attn,
+        ".ls1" => BlockStage::Ls1,
+        ":residual1" => BlockStage::Residual1,
+        ".norm2" => BlockStage::Norm2,
+        ".mlp:hidden" => BlockStage::MlpHidden,
+        ".mlp" => BlockStage::Mlp,
+        ".ls2" => BlockStage::Ls2,
         _ => return None,
     };
-    Some(format!("blocks.{index}.{stage}"))
+    Some(Stage::Block(index, stage))
 }
 
-/// The rank a canonical stage has with its batch dimension (docs/stages.md).
-fn batched_rank(stage: &str) -> Option<usize> {
-    if stage.starts_with("rope.") {
-        return None;
-    }
-    Some(match stage.rsplit('.').next().unwrap_or(stage) {
-        "input" | "q" | "k" | "v" => 4,
-        "cls" | "pooled" => 2,
-        _ => 3,
-    })
+/// The rank a canonical stage has with its batch dimension, `None` for the unbatched ones.
+fn batched_rank(stage: Stage) -> Option<usize> {
+    let dims = stage.dims();
+    (dims.first() == Some(&Dim::Batch)).then_some(dims.len())
 }
 
 fn read_manifest(
@@ -340,8 +336,15 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
     ) {
         // The Equinox example has the GELU Mlp only: the hub variant with these dimensions.
         let hub = crate::model::variant::VARIANTS.iter().find(|v| {
-            matches!(v.ffn, crate::model::variant::Ffn::Mlp)
-                && (v.embed_dim, v.depth, v.heads) == (d as usize, depth as usize, heads as usize)
+            let Architecture {
+                embed_dim,
+                depth: blocks,
+                heads: h,
+                ffn,
+                ..
+            } = v.arch;
+            ffn == Ffn::Mlp
+                && (embed_dim, blocks, h) == (d as usize, depth as usize, heads as usize)
         });
         manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
     }
@@ -356,7 +359,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
 
     let mut writer = DumpWriter::create_for(&opts.output, manifest, order.len() + 4)?;
     // Canonical stage -> shape written (the head derivation reads the patch count from it).
-    let mut written_stages: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut written_stages: HashMap<Stage, Vec<usize>> = HashMap::new();
     let mut recognized = 0;
     let mut norm: Option<Array> = None;
     for name in &order {
@@ -410,7 +413,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             }
         }
         let stage = canonical_stage(name);
-        let dump_name = match &stage {
+        let dump_name = match stage {
             Some(s) => {
                 recognized += 1;
                 if let Some(rank) = batched_rank(s)
@@ -419,11 +422,12 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
                     extra.insert("eqx_shape".into(), json!(array.shape));
                     array.shape.insert(0, 1);
                 }
-                if s != name {
+                let canonical = s.to_string();
+                if canonical != *name {
                     extra.insert("eqx_name".into(), Value::String(name.clone()));
                 }
-                written_stages.insert(s.clone(), array.shape.clone());
-                s.clone()
+                written_stages.insert(s, array.shape.clone());
+                canonical
             }
             None => name.clone(),
         };
@@ -431,14 +435,14 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             &dump_name,
             TensorRecord {
                 native: name.clone(),
-                stage: stage.clone(),
+                stage: stage.map(|s| s.to_string()),
                 extra,
             },
             array.dtype,
             &array.shape,
             &array.bytes,
         )?;
-        if stage.as_deref() == Some("norm") {
+        if stage == Some(Stage::NORM) {
             norm = Some(array);
         }
     }
@@ -449,7 +453,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             &written_stages,
         )?
         .into_iter()
-        .map(str::to_string)
+        .map(|s| s.to_string())
         .collect(),
         None => Vec::new(),
     };
@@ -494,16 +498,18 @@ mod tests {
             ("output", None),
         ];
         for (name, want) in cases {
-            assert_eq!(canonical_stage(name).as_deref(), want, "{name}");
+            let got = canonical_stage(name).map(|s| s.to_string());
+            assert_eq!(got.as_deref(), want, "{name}");
         }
     }
 
     #[test]
     fn batch_dims_are_known_per_stage() {
-        assert_eq!(batched_rank("blocks.2.attn.q"), Some(4));
-        assert_eq!(batched_rank("blocks.2.attn"), Some(3));
-        assert_eq!(batched_rank("cls"), Some(2));
-        assert_eq!(batched_rank("rope.sin"), None);
-        assert_eq!(batched_rank("input"), Some(4));
+        let rank = |name: &str| batched_rank(name.parse().unwrap());
+        assert_eq!(rank("blocks.2.attn.q"), Some(4));
+        assert_eq!(rank("blocks.2.attn"), Some(3));
+        assert_eq!(rank("cls"), Some(2));
+        assert_eq!(rank("rope.sin"), None);
+        assert_eq!(rank("input"), Some(4));
     }
 }

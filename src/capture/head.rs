@@ -14,9 +14,10 @@ use std::collections::HashMap;
 
 use crate::dump::manifest::TensorRecord;
 use crate::dump::writer::DumpWriter;
+use crate::model::{HeadStage, Stage, StemStage};
 
 /// (stage, how it was derived, (shape, F32 bytes)) for each derived stage.
-pub type Derived = (&'static str, &'static str, (Vec<usize>, Vec<u8>));
+pub type Derived = (HeadStage, &'static str, (Vec<usize>, Vec<u8>));
 
 pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize) -> Vec<Derived> {
     let [b, n, d] = shape[..] else {
@@ -35,21 +36,21 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
     let pooled: Vec<f32> = (0..d)
         .map(|j| ((0..hw).map(|t| patches[t * d + j] as f64).sum::<f64>() / hw as f64) as f32)
         .collect();
-    let mut out: Vec<Derived> = vec![("cls", "norm[:, 0]", (vec![1, d], rows(0, 1)))];
+    let mut out: Vec<Derived> = vec![(HeadStage::Cls, "norm[:, 0]", (vec![1, d], rows(0, 1)))];
     if storage_tokens > 0 {
         out.push((
-            "storage",
+            HeadStage::Storage,
             "norm[:, 1:1+R]",
             (vec![1, storage_tokens, d], rows(1, 1 + storage_tokens)),
         ));
     }
     out.push((
-        "patches",
+        HeadStage::Patches,
         "norm[:, 1+R:]",
         (vec![1, hw, d], rows(1 + storage_tokens, n)),
     ));
     out.push((
-        "pooled",
+        HeadStage::Pooled,
         "mean of patches over tokens (f64 accumulation)",
         (vec![1, d], bytemuck::cast_slice(&pooled).to_vec()),
     ));
@@ -63,27 +64,32 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
 pub fn write_derived(
     writer: &mut DumpWriter,
     norm: (&[usize], &[u8], Dtype),
-    written: &HashMap<String, Vec<usize>>,
-) -> Result<Vec<&'static str>> {
+    written: &HashMap<Stage, Vec<usize>>,
+) -> Result<Vec<Stage>> {
     let (shape, bytes, dtype) = norm;
-    let patch_tokens = ["patches", "patch_embed"]
-        .iter()
-        .find_map(|s| written.get(*s).and_then(|shape| shape.get(1)).copied());
+    let patch_tokens = [
+        Stage::Head(HeadStage::Patches),
+        Stage::Stem(StemStage::PatchEmbed),
+    ]
+    .iter()
+    .find_map(|s| written.get(s).and_then(|shape| shape.get(1)).copied());
     let Some(storage_tokens) =
         patch_tokens.and_then(|hw| shape.get(1).and_then(|n| n.checked_sub(1 + hw)))
     else {
         return Ok(Vec::new());
     };
     let mut derived = Vec::new();
-    for (stage, how, (shape, bytes)) in derive(shape, bytes, dtype, storage_tokens) {
-        if written.contains_key(stage) {
+    for (head, how, (shape, bytes)) in derive(shape, bytes, dtype, storage_tokens) {
+        let stage = Stage::Head(head);
+        if written.contains_key(&stage) {
             continue;
         }
+        let name = stage.to_string();
         writer.write(
-            stage,
+            &name,
             TensorRecord {
-                native: "norm".into(),
-                stage: Some(stage.into()),
+                native: Stage::NORM.to_string(),
+                stage: Some(name.clone()),
                 extra: [("derived".to_string(), Value::String(how.into()))]
                     .into_iter()
                     .collect(),
@@ -106,15 +112,18 @@ mod tests {
         // N = 1 + 1 storage + 2 patches, D = 2.
         let v: Vec<f32> = vec![1., 2., 3., 4., 5., 6., 7., 9.];
         let head = derive(&[1, 4, 2], bytemuck::cast_slice(&v), Dtype::F32, 1);
-        let get = |s: &str| {
+        let get = |s: HeadStage| {
             let (shape, bytes) = &head.iter().find(|(n, _, _)| *n == s).unwrap().2;
             let vals: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
             (shape.clone(), vals)
         };
-        assert_eq!(get("cls"), (vec![1, 2], vec![1., 2.]));
-        assert_eq!(get("storage"), (vec![1, 1, 2], vec![3., 4.]));
-        assert_eq!(get("patches"), (vec![1, 2, 2], vec![5., 6., 7., 9.]));
-        assert_eq!(get("pooled"), (vec![1, 2], vec![6., 7.5]));
+        assert_eq!(get(HeadStage::Cls), (vec![1, 2], vec![1., 2.]));
+        assert_eq!(get(HeadStage::Storage), (vec![1, 1, 2], vec![3., 4.]));
+        assert_eq!(
+            get(HeadStage::Patches),
+            (vec![1, 2, 2], vec![5., 6., 7., 9.])
+        );
+        assert_eq!(get(HeadStage::Pooled), (vec![1, 2], vec![6., 7.5]));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - resizing is not bit-exact with PIL: `docs/capture-input.md` gives the measured distance.
 
 use crate::dump::{Dump, DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord};
+use crate::model::INPUT_NAME;
 use anyhow::{Context, Result, bail, ensure};
 use fast_image_resize as fr;
 use safetensors::Dtype;
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transform {
     Meta,
@@ -219,10 +220,10 @@ pub fn write_input_dump(input: &ModelInput, out: &Path) -> Result<crate::dump::W
     manifest.dtype = Some("f32".into());
     let mut w = DumpWriter::create(out, manifest)?;
     w.write(
-        "input",
+        INPUT_NAME,
         TensorRecord {
-            native: "input".into(),
-            stage: Some("input".into()),
+            native: INPUT_NAME.into(),
+            stage: Some(INPUT_NAME.into()),
             ..Default::default()
         },
         Dtype::F32,
@@ -235,16 +236,16 @@ pub fn write_input_dump(input: &ModelInput, out: &Path) -> Result<crate::dump::W
 /// Reads the `input` tensor of a dump (normally one made by `prep`).
 pub fn read_input_dump(path: &Path) -> Result<ModelInput> {
     let dump = Dump::open(path)?;
-    let Some(t) = dump.get("input") else {
+    let Some(t) = dump.get(INPUT_NAME) else {
         bail!(
-            "{}: no tensor named \"input\"; make one with `dinodiff prep --image IMG -o {}`",
+            "{}: no tensor named {INPUT_NAME:?}; make one with `dinodiff prep --image IMG -o {}`",
             path.display(),
             path.display()
         );
     };
     ensure!(
         t.dtype == Dtype::F32 && t.shape.len() == 4 && t.shape[0] == 1 && t.shape[1] == 3,
-        "{}: tensor \"input\" is {} {:?}; a model input is F32 [1, 3, H, W]",
+        "{}: tensor {INPUT_NAME:?} is {} {:?}; a model input is F32 [1, 3, H, W]",
         path.display(),
         t.dtype,
         t.shape

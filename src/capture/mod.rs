@@ -15,7 +15,7 @@ pub mod onnx;
 pub mod pth;
 
 /// The compute dtype of a capture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
     Bf16,
@@ -52,7 +52,7 @@ impl StageFilter {
     }
 
     pub fn keeps(&self, name: &str) -> bool {
-        name == "input"
+        name == crate::model::INPUT_NAME
             || self.patterns.is_empty()
             || self.patterns.iter().any(|p| p.is_match(name))
     }

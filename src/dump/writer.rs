@@ -120,7 +120,7 @@ impl DumpWriter {
             "tensor {name:?}: {dtype} {shape:?} needs {expected:?} bytes, got {}",
             data.len()
         );
-        if name == "input" {
+        if name == crate::model::INPUT_NAME {
             let hash = super::manifest::sha256_hex(data);
             match &self.manifest.input_sha256 {
                 Some(declared) if *declared != hash => bail!(

@@ -12,81 +12,20 @@
 //! - [`Architecture::expected_keys`] is the complete key set of Meta's `DinoVisionTransformer`
 //!   with that architecture (what `load_state_dict(strict=True)` demands);
 //! - [`check`] lists every missing, unexpected and mis-shaped key in one error;
-//! - [`Architecture::hub_variant`] names the hub variant an architecture is, if any.
-//!   `local_cls_norm` (training-only, present in the ViT-7B and satellite ViT-L files) does not
-//!   change the variant.
+//! - `local_cls_norm` (training-only, present in the ViT-7B and satellite ViT-L files) is accepted
+//!   by [`check`] whether or not the architecture has it, and does not change the hub variant
+//!   ([`Variant::of`](super::Variant::of)).
 
-use super::variant::{Ffn, VARIANTS, Variant};
+use super::architecture::{Architecture, Ffn};
+#[cfg(test)]
+use super::variant::{VARIANTS, Variant};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Key name -> shape.
 pub type Shapes = BTreeMap<String, Vec<usize>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FfnKind {
-    /// fc1 -> exact GELU -> fc2.
-    Mlp,
-    /// w3(silu(w1 x) * w2 x).
-    SwiGlu,
-}
-
-/// Everything the forward needs to know about a checkpoint's model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Architecture {
-    pub embed_dim: usize,
-    pub depth: usize,
-    pub heads: usize,
-    pub ffn: FfnKind,
-    pub ffn_hidden: usize,
-    pub qkv_bias: bool,
-    /// `attn.qkv.bias_mask` (Meta's `mask_k_bias`): the bias is multiplied by it.
-    pub qkv_bias_mask: bool,
-    pub storage_tokens: usize,
-    pub patch_size: usize,
-    pub in_chans: usize,
-    /// `cls_norm` (untie_cls_and_patch_norms): cls and storage tokens get their own final norm.
-    pub cls_norm: bool,
-    /// `local_cls_norm` (untie_global_and_local_cls_norm): used in training only.
-    pub local_cls_norm: bool,
-}
-
 impl Architecture {
-    pub fn from_variant(v: &Variant) -> Architecture {
-        Architecture {
-            embed_dim: v.embed_dim,
-            depth: v.depth,
-            heads: v.heads,
-            ffn: match v.ffn {
-                Ffn::Mlp => FfnKind::Mlp,
-                Ffn::SwiGlu { .. } => FfnKind::SwiGlu,
-            },
-            ffn_hidden: v.ffn_hidden(),
-            qkv_bias: v.qkv_bias,
-            qkv_bias_mask: v.qkv_bias,
-            storage_tokens: v.storage_tokens,
-            patch_size: v.patch_size,
-            in_chans: 3,
-            cls_norm: false,
-            local_cls_norm: false,
-        }
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.embed_dim / self.heads
-    }
-
-    /// The hub variant with this architecture (`local_cls_norm` aside), if there is one.
-    pub fn hub_variant(&self) -> Option<Variant> {
-        VARIANTS.iter().copied().find(|v| {
-            let hub = Architecture {
-                local_cls_norm: self.local_cls_norm,
-                ..Architecture::from_variant(v)
-            };
-            hub == *self
-        })
-    }
-
     /// Reads the architecture off the checkpoint's shapes; the error says what is missing.
     pub fn infer(shapes: &Shapes) -> Result<Architecture, String> {
         let get = |key: &str, rank: usize| -> Result<&[usize], String> {
@@ -99,6 +38,9 @@ impl Architecture {
             }
         };
         let embed_dim = get("cls_token", 3)?[2];
+        if embed_dim == 0 {
+            return Err("`cls_token` has width 0".into());
+        }
         let proj = get("patch_embed.proj.weight", 4)?;
         let (in_chans, patch_size) = (proj[1], proj[2]);
         let quarter_head_dim = get("rope_embed.periods", 1)?[0];
@@ -133,9 +75,9 @@ impl Architecture {
             })
         };
         let (ffn, ffn_hidden) = if let Some(s) = in_any_block("mlp.fc1.weight") {
-            (FfnKind::Mlp, s[0])
+            (Ffn::Mlp, s[0])
         } else if let Some(s) = in_any_block("mlp.w1.weight") {
-            (FfnKind::SwiGlu, s[0])
+            (Ffn::SwiGlu, s[0])
         } else {
             return Err(
                 "it has neither `blocks.<i>.mlp.fc1.weight` (Mlp) nor `blocks.<i>.mlp.w1.weight` (SwiGLU)"
@@ -207,11 +149,11 @@ impl Architecture {
             put(format!("blocks.{b}.ls1.gamma"), &[d]);
             norm(&mut put, &format!("blocks.{b}.norm2"));
             match self.ffn {
-                FfnKind::Mlp => {
+                Ffn::Mlp => {
                     linear(&mut put, &format!("blocks.{b}.mlp.fc1"), f, d, true);
                     linear(&mut put, &format!("blocks.{b}.mlp.fc2"), d, f, true);
                 }
-                FfnKind::SwiGlu => {
+                Ffn::SwiGlu => {
                     linear(&mut put, &format!("blocks.{b}.mlp.w1"), f, d, true);
                     linear(&mut put, &format!("blocks.{b}.mlp.w2"), f, d, true);
                     linear(&mut put, &format!("blocks.{b}.mlp.w3"), d, f, true);
@@ -227,38 +169,6 @@ impl Architecture {
             norm(&mut put, "local_cls_norm");
         }
         keys
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ffn = match self.ffn {
-            FfnKind::Mlp => "Mlp",
-            FfnKind::SwiGlu => "SwiGLU",
-        };
-        let bias = match (self.qkv_bias, self.qkv_bias_mask) {
-            (false, _) => "no qkv bias",
-            (true, true) => "qkv bias with K mask",
-            (true, false) => "qkv bias without K mask",
-        };
-        write!(
-            f,
-            "D={}, {} blocks, {} heads of {}, {ffn} hidden {}, {bias}, {} storage tokens, patch {}",
-            self.embed_dim,
-            self.depth,
-            self.heads,
-            self.head_dim(),
-            self.ffn_hidden,
-            self.storage_tokens,
-            self.patch_size
-        )?;
-        if self.cls_norm {
-            write!(f, ", cls_norm")?;
-        }
-        if self.local_cls_norm {
-            write!(f, ", local_cls_norm")?;
-        }
-        Ok(())
     }
 }
 
@@ -372,17 +282,17 @@ mod tests {
     use super::*;
 
     fn hub(name: &str) -> Architecture {
-        Architecture::from_variant(&Variant::lookup(name).unwrap())
+        Variant::lookup(name).unwrap().arch
     }
 
     #[test]
     fn every_hub_variant_is_inferred_back_from_its_own_keys() {
         for v in VARIANTS {
-            let arch = Architecture::from_variant(&v);
+            let arch = v.arch;
             let keys = arch.expected_keys();
             let inferred = Architecture::infer(&keys).unwrap();
             assert_eq!(inferred, arch, "{}", v.name);
-            assert_eq!(inferred.hub_variant().unwrap().name, v.name);
+            assert_eq!(Variant::of(&inferred).unwrap().name, v.name);
             assert!(check(&keys, &arch).is_empty());
         }
     }
@@ -408,14 +318,8 @@ mod tests {
             ..hub("vitl16")
         };
         let keys = arch.expected_keys();
-        assert_eq!(
-            Architecture::infer(&keys)
-                .unwrap()
-                .hub_variant()
-                .unwrap()
-                .name,
-            "vitl16"
-        );
+        let inferred = Architecture::infer(&keys).unwrap();
+        assert_eq!(Variant::of(&inferred).unwrap().name, "vitl16");
         assert!(check(&keys, &hub("vitl16")).is_empty());
     }
 
@@ -430,7 +334,7 @@ mod tests {
         };
         let inferred = Architecture::infer(&arch.expected_keys()).unwrap();
         assert_eq!(inferred, arch);
-        assert_eq!(inferred.hub_variant(), None);
+        assert_eq!(Variant::of(&inferred), None);
         assert_eq!(
             inferred.to_string(),
             "D=64, 2 blocks, 2 heads of 32, Mlp hidden 256, qkv bias with K mask, 4 storage tokens, patch 16"
@@ -496,6 +400,12 @@ mod tests {
         assert_eq!(
             Architecture::infer(&Shapes::new()).unwrap_err(),
             "it has no `cls_token`"
+        );
+        let mut keys = hub("vits16").expected_keys();
+        keys.insert("cls_token".into(), vec![1, 1, 0]);
+        assert_eq!(
+            Architecture::infer(&keys).unwrap_err(),
+            "`cls_token` has width 0"
         );
     }
 }

@@ -1,9 +1,14 @@
-//! What dinodiff knows about DINOv3: the canonical stage vocabulary, the hub
-//! variants and the key set of Meta's checkpoints.
+//! What dinodiff knows about DINOv3, in one place: the model's dimensions ([`Architecture`]),
+//! the hub variants ([`Variant`]), the canonical stage vocabulary ([`Stage`]) and the key set of
+//! Meta's checkpoints ([`checkpoint`]). No other module spells a stage name or a variant's size.
 
+pub mod architecture;
 pub mod checkpoint;
+pub mod stage;
+#[doc(hidden)]
 pub mod stages;
 pub mod variant;
 
-pub use stages::{Group, Stage};
+pub use architecture::{Architecture, Ffn, Grid};
+pub use stage::{BlockStage, HeadStage, Headline, INPUT_NAME, Row, Stage, StemStage};
 pub use variant::Variant;

@@ -1,5 +1,5 @@
-//! The canonical DINOv3 stage vocabulary (`docs/stages.md`), shared by every capture backend and
-//! by `diff`'s stage table.
+//! TRANSITIONAL: the string form of the stage vocabulary, kept only until `report/` and the ONNX
+//! stage rules use [`super::stage::Stage`]; it goes in the same change set.
 //!
 //! Contract: a canonical name is one of [`STEM`], `blocks.<i>.<s>` with `i` a decimal block index
 //! (0-based, Meta's numbering, no leading zeros) and `s` one of [`BLOCK`], or one of [`HEAD`].

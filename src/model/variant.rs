@@ -1,79 +1,70 @@
-//! DINOv3 ViT variants of Meta's hub (`../shared/dinov3-facts.md`): their dimensions and the shapes
-//! of every canonical stage.
+//! DINOv3 ViT variants of Meta's hub (`docs/stages.md`, Meta's `hubconf.py`): their names and
+//! their [`Architecture`]s.
 //!
 //! Contract: [`Variant::lookup`] accepts the short name (`vits16`), the hub prefix
-//! (`dinov3_vits16`) and Meta's full names (`dinov3_vits16_pretrain_lvd1689m`); shapes are for
-//! batch 1 and a square input of `image_size` pixels.
+//! (`dinov3_vits16`) and Meta's full names (`dinov3_vits16_pretrain_lvd1689m`); every variant's
+//! architecture is what Meta's hub builds (patch 16, 4 storage tokens, qkv bias with K mask but
+//! for ViT-7B).
 
+use super::architecture::{Architecture, Ffn};
 use anyhow::{Result, bail};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ffn {
-    /// fc1 -> GELU -> fc2 with hidden = ratio * D.
-    Mlp,
-    /// SwiGLU: hidden = int(2 * ratio * D / 3) rounded up to a multiple of `align`.
-    SwiGlu { align: usize },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Variant {
     pub name: &'static str,
-    pub embed_dim: usize,
-    pub depth: usize,
-    pub heads: usize,
-    pub ffn: Ffn,
+    /// The hub's `ffn_ratio`: F = ratio · D (Mlp), int(2 · ratio · D / 3) rounded up to a
+    /// multiple of `ffn_align` (SwiGLU).
     pub ffn_ratio: usize,
-    pub patch_size: usize,
-    pub storage_tokens: usize,
-    pub qkv_bias: bool,
+    pub ffn_align: usize,
+    pub arch: Architecture,
 }
 
-const fn v(
+/// The feed-forward width of the hub's formula (see [`Variant::ffn_ratio`]).
+pub const fn ffn_hidden(ffn: Ffn, ratio: usize, align: usize, embed_dim: usize) -> usize {
+    match ffn {
+        Ffn::Mlp => ratio * embed_dim,
+        Ffn::SwiGlu => (2 * ratio * embed_dim / 3).next_multiple_of(align),
+    }
+}
+
+const fn hub(
     name: &'static str,
-    embed_dim: usize,
-    depth: usize,
-    heads: usize,
-    ffn: Ffn,
-    ffn_ratio: usize,
+    (embed_dim, depth, heads): (usize, usize, usize),
+    (ffn, ffn_ratio, ffn_align): (Ffn, usize, usize),
     qkv_bias: bool,
 ) -> Variant {
     Variant {
         name,
-        embed_dim,
-        depth,
-        heads,
-        ffn,
         ffn_ratio,
-        patch_size: 16,
-        storage_tokens: 4,
-        qkv_bias,
+        ffn_align,
+        arch: Architecture {
+            embed_dim,
+            depth,
+            heads,
+            ffn,
+            ffn_hidden: ffn_hidden(ffn, ffn_ratio, ffn_align, embed_dim),
+            qkv_bias,
+            qkv_bias_mask: qkv_bias,
+            storage_tokens: 4,
+            patch_size: 16,
+            in_chans: 3,
+            cls_norm: false,
+            local_cls_norm: false,
+        },
     }
 }
 
+const MLP4: (Ffn, usize, usize) = (Ffn::Mlp, 4, 1);
+const SWIGLU6: (Ffn, usize, usize) = (Ffn::SwiGlu, 6, 8);
+
 pub const VARIANTS: [Variant; 7] = [
-    v("vits16", 384, 12, 6, Ffn::Mlp, 4, true),
-    v("vits16plus", 384, 12, 6, Ffn::SwiGlu { align: 8 }, 6, true),
-    v("vitb16", 768, 12, 12, Ffn::Mlp, 4, true),
-    v("vitl16", 1024, 24, 16, Ffn::Mlp, 4, true),
-    v(
-        "vitl16plus",
-        1024,
-        24,
-        16,
-        Ffn::SwiGlu { align: 8 },
-        6,
-        true,
-    ),
-    v(
-        "vith16plus",
-        1280,
-        32,
-        20,
-        Ffn::SwiGlu { align: 8 },
-        6,
-        true,
-    ),
-    v("vit7b16", 4096, 40, 32, Ffn::SwiGlu { align: 64 }, 3, false),
+    hub("vits16", (384, 12, 6), MLP4, true),
+    hub("vits16plus", (384, 12, 6), SWIGLU6, true),
+    hub("vitb16", (768, 12, 12), MLP4, true),
+    hub("vitl16", (1024, 24, 16), MLP4, true),
+    hub("vitl16plus", (1024, 24, 16), SWIGLU6, true),
+    hub("vith16plus", (1280, 32, 20), SWIGLU6, true),
+    hub("vit7b16", (4096, 40, 32), (Ffn::SwiGlu, 3, 64), false),
 ];
 
 impl Variant {
@@ -90,49 +81,15 @@ impl Variant {
         }
     }
 
-    pub fn head_dim(&self) -> usize {
-        self.embed_dim / self.heads
-    }
-
-    /// Hidden width of the feed-forward network.
-    pub fn ffn_hidden(&self) -> usize {
-        match self.ffn {
-            Ffn::Mlp => self.ffn_ratio * self.embed_dim,
-            Ffn::SwiGlu { align } => {
-                let h = 2 * self.ffn_ratio * self.embed_dim / 3;
-                h.next_multiple_of(align)
-            }
-        }
-    }
-
-    /// Tokens for a square image: cls + storage + patches.
-    pub fn tokens(&self, image_size: usize) -> usize {
-        1 + self.storage_tokens + self.patches(image_size)
-    }
-
-    pub fn patches(&self, image_size: usize) -> usize {
-        let side = image_size / self.patch_size;
-        side * side
-    }
-
-    /// Shape of a canonical stage (given as its column name) at batch 1.
-    pub fn stage_shape(&self, column: &str, image_size: usize) -> Vec<usize> {
-        let d = self.embed_dim;
-        let n = self.tokens(image_size);
-        let hw = self.patches(image_size);
-        let (h, hd) = (self.heads, self.head_dim());
-        match column {
-            "input" => vec![1, 3, image_size, image_size],
-            "patch_embed" => vec![1, hw, d],
-            "rope.sin" | "rope.cos" => vec![hw, hd],
-            "attn.qkv" => vec![1, n, 3 * d],
-            "attn.q" | "attn.k" | "attn.v" => vec![1, h, n, hd],
-            "mlp.hidden" => vec![1, n, self.ffn_hidden()],
-            "cls" | "pooled" => vec![1, d],
-            "storage" => vec![1, self.storage_tokens, d],
-            "patches" => vec![1, hw, d],
-            _ => vec![1, n, d],
-        }
+    /// The hub variant with this architecture (`local_cls_norm` aside), if there is one.
+    pub fn of(arch: &Architecture) -> Option<Variant> {
+        VARIANTS.iter().copied().find(|v| {
+            let hub = Architecture {
+                local_cls_norm: arch.local_cls_norm,
+                ..v.arch
+            };
+            hub == *arch
+        })
     }
 }
 
@@ -148,7 +105,7 @@ mod tests {
                 .name,
             "vits16"
         );
-        assert_eq!(Variant::lookup("dinov3_vitl16").unwrap().depth, 24);
+        assert_eq!(Variant::lookup("dinov3_vitl16").unwrap().arch.depth, 24);
         let e = Variant::lookup("vitq16").unwrap_err().to_string();
         assert!(e.contains("known: vits16, vits16plus"), "{e}");
     }
@@ -156,9 +113,10 @@ mod tests {
     #[test]
     fn swiglu_hidden_sizes_match_meta() {
         // int(2 * 6 * 384 / 3) = 1536; 7B: int(2 * 3 * 4096 / 3) = 8192 (multiple of 64).
-        assert_eq!(Variant::lookup("vits16plus").unwrap().ffn_hidden(), 1536);
-        assert_eq!(Variant::lookup("vith16plus").unwrap().ffn_hidden(), 5120);
-        assert_eq!(Variant::lookup("vit7b16").unwrap().ffn_hidden(), 8192);
-        assert_eq!(Variant::lookup("vits16").unwrap().ffn_hidden(), 1536);
+        let hidden = |n: &str| Variant::lookup(n).unwrap().arch.ffn_hidden;
+        assert_eq!(hidden("vits16plus"), 1536);
+        assert_eq!(hidden("vith16plus"), 5120);
+        assert_eq!(hidden("vit7b16"), 8192);
+        assert_eq!(hidden("vits16"), 1536);
     }
 }

@@ -10,10 +10,10 @@ pub mod json;
 pub mod markdown;
 pub mod table;
 pub mod triangle;
+pub mod vocabulary;
 
 use crate::diff::{DiffReport, PairResult};
-use crate::model::stages::{BLOCK, HEAD, STEM};
-use crate::model::{Group, Stage};
+use crate::model::stages::{BLOCK, Group, HEAD, STEM, Stage};
 use std::collections::BTreeMap;
 
 /// `2.145e-06` (mantissa with `digits` decimals, two-digit exponent); `0` for zero.

@@ -12,7 +12,7 @@
 //! - stages reach the sink in the execution order of `docs/stages.md`; the sink may keep them
 //!   (they are shallow handles on tensors the forward no longer writes to).
 
-use crate::model::checkpoint::{Architecture, FfnKind};
+use crate::model::{Architecture, BlockStage, Ffn, HeadStage, Stage, StemStage};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// Receives (canonical stage name, Meta's name for the value, tensor).
-pub type Sink<'a> = dyn FnMut(&str, String, &Tensor) -> Result<()> + 'a;
+pub type Sink<'a> = dyn FnMut(Stage, String, &Tensor) -> Result<()> + 'a;
 
 /// The loaded model: its architecture and its weights, on the compute device in the compute dtype
 /// (`rope_embed.periods` and `bias_mask` as they are in f32).
@@ -131,7 +131,11 @@ impl MetaVit {
             .f_transpose(1, 2)?
             .f_reshape([-1, h, w, d])?
             .f_flatten(1, 2)?;
-        sink("patch_embed", "patch_embed".into(), &patches)?;
+        sink(
+            Stage::Stem(StemStage::PatchEmbed),
+            "patch_embed".into(),
+            &patches,
+        )?;
 
         let cls = self
             .w("cls_token")?
@@ -143,14 +147,22 @@ impl MetaVit {
         parts.push(patches);
         let mut x = Tensor::f_cat(&parts, 1)?;
         sink(
-            "tokens",
+            Stage::Stem(StemStage::Tokens),
             "prepare_tokens_with_masks (cls, storage, patches)".into(),
             &x,
         )?;
 
         let (sin, cos) = self.rope(h, w)?;
-        sink("rope.sin", "rope_embed(H, W)[0]".into(), &sin)?;
-        sink("rope.cos", "rope_embed(H, W)[1]".into(), &cos)?;
+        sink(
+            Stage::Stem(StemStage::RopeSin),
+            "rope_embed(H, W)[0]".into(),
+            &sin,
+        )?;
+        sink(
+            Stage::Stem(StemStage::RopeCos),
+            "rope_embed(H, W)[1]".into(),
+            &cos,
+        )?;
 
         for i in 0..a.depth {
             x = self.block(i, &x, &sin, &cos, sink)?;
@@ -166,7 +178,7 @@ impl MetaVit {
             self.layer_norm(&x, "norm")?
         };
         sink(
-            "norm",
+            Stage::Head(HeadStage::Norm),
             if a.cls_norm {
                 "cat(cls_norm(x[:, :1+R]), norm(x[:, 1+R:]))".into()
             } else {
@@ -175,16 +187,28 @@ impl MetaVit {
             &normed,
         )?;
         let n = normed.size()[1];
-        sink("cls", "x_norm_clstoken".into(), &normed.f_select(1, 0)?)?;
         sink(
-            "storage",
+            Stage::Head(HeadStage::Cls),
+            "x_norm_clstoken".into(),
+            &normed.f_select(1, 0)?,
+        )?;
+        sink(
+            Stage::Head(HeadStage::Storage),
             "x_storage_tokens".into(),
             &normed.f_narrow(1, 1, r)?,
         )?;
         let patch_tokens = normed.f_narrow(1, n_prefix, n - n_prefix)?;
-        sink("patches", "x_norm_patchtokens".into(), &patch_tokens)?;
+        sink(
+            Stage::Head(HeadStage::Patches),
+            "x_norm_patchtokens".into(),
+            &patch_tokens,
+        )?;
         let pooled = patch_tokens.f_mean_dim([1i64].as_slice(), false, None::<Kind>)?;
-        sink("pooled", "x_norm_patchtokens.mean(1)".into(), &pooled)?;
+        sink(
+            Stage::Head(HeadStage::Pooled),
+            "x_norm_patchtokens.mean(1)".into(),
+            &pooled,
+        )?;
         Ok(())
     }
 
@@ -198,12 +222,15 @@ impl MetaVit {
     ) -> Result<Tensor> {
         let a = &self.arch;
         let pre = format!("blocks.{i}");
-        let stage = |s: &str| format!("blocks.{i}.{s}");
         let (bsz, n, d) = (x.size()[0], x.size()[1], a.embed_dim as i64);
         let (heads, hd) = (a.heads as i64, a.head_dim() as i64);
 
         let norm1 = self.layer_norm(x, &format!("{pre}.norm1"))?;
-        sink(&stage("norm1"), format!("{pre}.norm1"), &norm1)?;
+        sink(
+            Stage::Block(i, BlockStage::Norm1),
+            format!("{pre}.norm1"),
+            &norm1,
+        )?;
 
         // LinearKMaskedBias: F.linear(x, weight, bias * bias_mask).
         let qkv_weight = self.w(&format!("{pre}.attn.qkv.weight"))?;
@@ -217,7 +244,11 @@ impl MetaVit {
             ),
         };
         let qkv = norm1.f_linear(qkv_weight, qkv_bias.as_ref())?;
-        sink(&stage("attn.qkv"), format!("{pre}.attn.qkv"), &qkv)?;
+        sink(
+            Stage::Block(i, BlockStage::AttnQkv),
+            format!("{pre}.attn.qkv"),
+            &qkv,
+        )?;
 
         // SelfAttention.compute_attention
         let split = qkv.f_reshape([bsz, n, 3, heads, hd])?.f_unbind(2)?;
@@ -229,9 +260,21 @@ impl MetaVit {
             .map_err(|_| anyhow::anyhow!("qkv did not split in three"))?;
         let q = self.apply_rope(&q, sin, cos)?;
         let k = self.apply_rope(&k, sin, cos)?;
-        sink(&stage("attn.q"), format!("{pre}.attn q (after RoPE)"), &q)?;
-        sink(&stage("attn.k"), format!("{pre}.attn k (after RoPE)"), &k)?;
-        sink(&stage("attn.v"), format!("{pre}.attn v"), &v)?;
+        sink(
+            Stage::Block(i, BlockStage::AttnQ),
+            format!("{pre}.attn q (after RoPE)"),
+            &q,
+        )?;
+        sink(
+            Stage::Block(i, BlockStage::AttnK),
+            format!("{pre}.attn k (after RoPE)"),
+            &k,
+        )?;
+        sink(
+            Stage::Block(i, BlockStage::AttnV),
+            format!("{pre}.attn v"),
+            &v,
+        )?;
         let attended = Tensor::f_scaled_dot_product_attention(
             &q,
             &k,
@@ -244,39 +287,51 @@ impl MetaVit {
         )?;
         let merged = attended.f_transpose(1, 2)?.f_reshape([bsz, n, d])?;
         sink(
-            &stage("attn.sdpa"),
+            Stage::Block(i, BlockStage::AttnSdpa),
             format!("{pre}.attn scaled_dot_product_attention (heads merged)"),
             &merged,
         )?;
         let attn = self.linear(&merged, &format!("{pre}.attn.proj"))?;
-        sink(&stage("attn"), format!("{pre}.attn"), &attn)?;
+        sink(
+            Stage::Block(i, BlockStage::Attn),
+            format!("{pre}.attn"),
+            &attn,
+        )?;
 
         let ls1 = attn.f_mul(self.w(&format!("{pre}.ls1.gamma"))?)?;
-        sink(&stage("ls1"), format!("{pre}.ls1"), &ls1)?;
+        sink(Stage::Block(i, BlockStage::Ls1), format!("{pre}.ls1"), &ls1)?;
         let residual1 = x.f_add(&ls1)?;
         sink(
-            &stage("residual1"),
+            Stage::Block(i, BlockStage::Residual1),
             format!("{pre} x + ls1(attn)"),
             &residual1,
         )?;
 
         let norm2 = self.layer_norm(&residual1, &format!("{pre}.norm2"))?;
-        sink(&stage("norm2"), format!("{pre}.norm2"), &norm2)?;
+        sink(
+            Stage::Block(i, BlockStage::Norm2),
+            format!("{pre}.norm2"),
+            &norm2,
+        )?;
         let (hidden, mlp) = match a.ffn {
-            FfnKind::Mlp => {
+            Ffn::Mlp => {
                 let hidden = self
                     .linear(&norm2, &format!("{pre}.mlp.fc1"))?
                     .f_gelu("none")?;
-                sink(&stage("mlp.hidden"), format!("{pre}.mlp.act(fc1)"), &hidden)?;
+                sink(
+                    Stage::Block(i, BlockStage::MlpHidden),
+                    format!("{pre}.mlp.act(fc1)"),
+                    &hidden,
+                )?;
                 let out = self.linear(&hidden, &format!("{pre}.mlp.fc2"))?;
                 (hidden, out)
             }
-            FfnKind::SwiGlu => {
+            Ffn::SwiGlu => {
                 let x1 = self.linear(&norm2, &format!("{pre}.mlp.w1"))?;
                 let x2 = self.linear(&norm2, &format!("{pre}.mlp.w2"))?;
                 let hidden = x1.f_silu()?.f_mul(&x2)?;
                 sink(
-                    &stage("mlp.hidden"),
+                    Stage::Block(i, BlockStage::MlpHidden),
                     format!("{pre}.mlp silu(w1) * w2"),
                     &hidden,
                 )?;
@@ -285,11 +340,11 @@ impl MetaVit {
             }
         };
         drop(hidden);
-        sink(&stage("mlp"), format!("{pre}.mlp"), &mlp)?;
+        sink(Stage::Block(i, BlockStage::Mlp), format!("{pre}.mlp"), &mlp)?;
         let ls2 = mlp.f_mul(self.w(&format!("{pre}.ls2.gamma"))?)?;
-        sink(&stage("ls2"), format!("{pre}.ls2"), &ls2)?;
+        sink(Stage::Block(i, BlockStage::Ls2), format!("{pre}.ls2"), &ls2)?;
         let output = residual1.f_add(&ls2)?;
-        sink(&stage("output"), pre.clone(), &output)?;
+        sink(Stage::Block(i, BlockStage::Output), pre.clone(), &output)?;
         Ok(output)
     }
 

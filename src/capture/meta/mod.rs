@@ -17,8 +17,8 @@ pub mod forward;
 use super::Precision;
 use super::input::{InputSource, ModelInput};
 use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
-use crate::model::checkpoint::{self, Architecture, Shapes};
-use crate::model::{Stage, Variant};
+use crate::model::checkpoint::{self, Shapes};
+use crate::model::{Architecture, BlockStage, Stage, Variant};
 use anyhow::{Context, Result, bail};
 use forward::MetaVit;
 use safetensors::Dtype;
@@ -128,18 +128,16 @@ fn resolve_architecture(
              checkpoint with Meta's key names (cls_token, blocks.0.attn.qkv.weight, ...)?"
         ),
         (Some(v), _) => {
-            let wanted = Architecture::from_variant(v);
+            let wanted = v.arch;
             if let Ok(found) = &inferred {
                 let found_plain = Architecture {
                     local_cls_norm: false,
                     ..*found
                 };
                 if found_plain != wanted {
-                    let name = found
-                        .hub_variant()
-                        .map_or("no hub variant".to_string(), |h| {
-                            format!("that is {}", h.name)
-                        });
+                    let name = Variant::of(found).map_or("no hub variant".to_string(), |h| {
+                        format!("that is {}", h.name)
+                    });
                     bail!(
                         "{shown} is not a {} checkpoint: it holds {found} ({name}), while {} is \
                          {wanted}. Omit --variant to run what the checkpoint holds",
@@ -152,9 +150,7 @@ fn resolve_architecture(
         }
     };
     let problems = checkpoint::check(shapes, &arch);
-    let name = arch
-        .hub_variant()
-        .map_or_else(|| "custom".to_string(), |v| v.name.to_string());
+    let name = Variant::of(&arch).map_or_else(|| "custom".to_string(), |v| v.name.to_string());
     if !problems.is_empty() {
         bail!("{shown} does not load strictly as DINOv3 {name} ({arch}): {problems}");
     }
@@ -262,16 +258,17 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
-    let stages = crate::model::stages::all_names(arch.depth)
+    let stages = Stage::all(arch.depth)
         .iter()
-        .filter(|s| opts.only.keeps(s))
+        .filter(|s| opts.only.keeps(&s.to_string()))
         .count();
     let mut writer = DumpWriter::create_for(&opts.output, manifest, stages)?;
+    let input_name = Stage::INPUT.to_string();
     writer.write(
-        "input",
+        &input_name,
         TensorRecord {
-            native: "input".into(),
-            stage: Some("input".into()),
+            native: input_name.clone(),
+            stage: Some(input_name.clone()),
             ..Default::default()
         },
         Dtype::F32,
@@ -288,21 +285,21 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let (queue, stages) = mpsc::sync_channel::<Stream>(32);
     let write_thread = std::thread::spawn(move || write_stages(writer, stages));
     let bar = crate::progress::count_bar(arch.depth as u64, "blocks");
-    let mut sink = |stage: &str, native: String, t: &Tensor| -> Result<()> {
-        debug_assert!(Stage::parse(stage).is_some(), "{stage} is canonical");
-        if stage.ends_with(".output") {
+    let mut sink = |stage: Stage, native: String, t: &Tensor| -> Result<()> {
+        if let Stage::Block(_, BlockStage::Output) = stage {
             bar.inc(1);
         }
-        if !opts.only.keeps(stage) {
+        let name = stage.to_string();
+        if !opts.only.keeps(&name) {
             return Ok(());
         }
         let record = TensorRecord {
             native,
-            stage: Some(stage.to_string()),
+            stage: Some(name.clone()),
             ..Default::default()
         };
         queue
-            .send((stage.to_string(), record, t.shallow_clone()))
+            .send((name, record, t.shallow_clone()))
             .map_err(|_| anyhow::anyhow!("the dump writer stopped"))
     };
     let ran = model.forward(&x, &mut sink);

@@ -800,7 +800,10 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         Some((shape, dtype, bytes)) => crate::capture::head::write_derived(
             &mut writer,
             (shape, bytes, *dtype),
-            &written_stages,
+            &written_stages
+                .iter()
+                .filter_map(|(k, v)| Some((crate::model::Stage::parse(k)?, v.clone())))
+                .collect(),
         )?,
         None => Vec::new(),
     };

@@ -1,0 +1,50 @@
+//! Plain-text tables of `dinodiff stages` and `dinodiff variants` (their JSON is the serde form of
+//! [`crate::vocabulary`]'s data).
+
+use crate::vocabulary::{StageList, VariantList};
+use std::fmt::Write;
+
+pub fn stages_table(list: &StageList) -> String {
+    let mut out = String::new();
+    for group in ["stem", "block", "head"] {
+        let title = match group {
+            "block" => format!(
+                "per block ({})",
+                list.block_name.replace("{name}", "<name>")
+            ),
+            other => other.to_string(),
+        };
+        let _ = writeln!(out, "{title}:");
+        for s in list.stages.iter().filter(|s| s.group == group) {
+            let headline = s
+                .headline
+                .map_or(String::new(), |h| format!("  (headline: {h})"));
+            let _ = writeln!(out, "  {:<12} [{}]{headline}", s.name, s.shape.join(", "));
+        }
+    }
+    let _ = writeln!(out, "dimensions:");
+    for d in &list.dims {
+        let _ = writeln!(out, "  {:<6} {}", d.symbol, d.meaning);
+    }
+    out
+}
+
+pub fn variants_table(list: &VariantList) -> String {
+    let mut out = String::from("name          D  depth heads  hd  ffn     hidden  qkv bias\n");
+    for v in &list.variants {
+        let a = &v.arch;
+        let _ = writeln!(
+            out,
+            "{:<11} {:>4} {:>5} {:>5} {:>4}  {:<7} {:>6}  {}",
+            v.name,
+            a.embed_dim,
+            a.depth,
+            a.heads,
+            v.head_dim,
+            a.ffn.name(),
+            a.ffn_hidden,
+            if a.qkv_bias { "yes" } else { "no" }
+        );
+    }
+    out
+}
