@@ -22,28 +22,21 @@ import argparse
 import hashlib
 import math
 import sys
+from pathlib import Path
 
 import torch
 
-# name: (embed_dim, depth, heads, ffn, ffn_ratio, qkv_bias); ffn = "mlp" | "swiglu8" | "swiglu64"
-VARIANTS = {
-    "vits16": (384, 12, 6, "mlp", 4, True),
-    "vits16plus": (384, 12, 6, "swiglu8", 6, True),
-    "vitb16": (768, 12, 12, "mlp", 4, True),
-    "vitl16": (1024, 24, 16, "mlp", 4, True),
-    "vitl16plus": (1024, 24, 16, "swiglu8", 6, True),
-    "vith16plus": (1280, 32, 20, "swiglu8", 6, True),
-    "vit7b16": (4096, 40, 32, "swiglu64", 3, False),
-}
-PATCH, STORAGE, ROPE_BASE = 16, 4, 100.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vocabulary  # noqa: E402  (the variants come from `dinodiff variants`)
+
+ROPE_BASE = 100.0
+# --ffn: the feed-forward kinds of the hub, with their SwiGLU alignment.
+FFN_KINDS = {"mlp": ("mlp", 1), "swiglu8": ("swiglu", 8), "swiglu64": ("swiglu", 64)}
 
 
 def ffn_hidden(ffn: str, ratio: float, dim: int) -> int:
-    if ffn == "mlp":
-        return int(ratio * dim)
-    align = 64 if ffn == "swiglu64" else 8
-    hidden = int(2 * ratio * dim / 3)
-    return (hidden + align - 1) // align * align
+    kind, align = FFN_KINDS[ffn]
+    return vocabulary.ffn_hidden(kind, ratio, align, dim)
 
 
 def generator(seed: int, key: str) -> torch.Generator:
@@ -60,7 +53,7 @@ def uniform(seed, key, shape, lo, hi):
 
 
 def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_norm=False,
-                    cls_norm=False):
+                    cls_norm=False, patch=16, storage=4):
     if dim % heads or (dim // heads) % 4:
         sys.exit(f"embed dim {dim} must split into {heads} heads of a multiple of 4")
     hd = dim // heads
@@ -77,10 +70,10 @@ def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_nor
         sd[f"{prefix}.bias"] = normal(seed, f"{prefix}.bias", (dim,), 0.05)
 
     sd["cls_token"] = normal(seed, "cls_token", (1, 1, dim), 0.5)
-    sd["storage_tokens"] = normal(seed, "storage_tokens", (1, STORAGE, dim), 0.5)
+    sd["storage_tokens"] = normal(seed, "storage_tokens", (1, storage, dim), 0.5)
     sd["mask_token"] = torch.zeros(1, dim)
     sd["patch_embed.proj.weight"] = normal(
-        seed, "patch_embed.proj.weight", (dim, 3, PATCH, PATCH), 1 / math.sqrt(3 * PATCH * PATCH)
+        seed, "patch_embed.proj.weight", (dim, 3, patch, patch), 1 / math.sqrt(3 * patch * patch)
     )
     sd["patch_embed.proj.bias"] = normal(seed, "patch_embed.proj.bias", (dim,), 0.02)
     exponent = 2 * torch.arange(hd // 4, dtype=torch.float32) / (hd // 2)
@@ -115,12 +108,12 @@ def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_nor
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--variant", default="vits16", help=f"one of {', '.join(VARIANTS)}")
+    p.add_argument("--variant", default="vits16", help="a name `dinodiff variants` lists")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--embed-dim", type=int, help="override (tiny test configs)")
     p.add_argument("--depth", type=int, help="override")
     p.add_argument("--heads", type=int, help="override")
-    p.add_argument("--ffn", choices=["mlp", "swiglu8", "swiglu64"], help="override")
+    p.add_argument("--ffn", choices=list(FFN_KINDS), help="override")
     p.add_argument("--ffn-ratio", type=float, help="override")
     p.add_argument("--no-qkv-bias", action="store_true", help="override: no qkv bias (as 7B)")
     p.add_argument("--local-cls-norm", action="store_true",
@@ -128,10 +121,11 @@ def main():
     p.add_argument("--cls-norm", action="store_true", help="add cls_norm.* (untied cls norm)")
     p.add_argument("-o", "--output", required=True)
     a = p.parse_args()
-    name = a.variant.removeprefix("dinov3_").split("_pretrain")[0]
-    if name not in VARIANTS:
-        sys.exit(f"unknown variant {a.variant!r}; known: {', '.join(VARIANTS)}")
-    dim, depth, heads, ffn, ratio, qkv_bias = VARIANTS[name]
+    v = vocabulary.variant(a.variant)
+    name = v["name"]
+    dim, depth, heads, ratio, qkv_bias = (v["embed_dim"], v["depth"], v["heads"], v["ffn_ratio"],
+                                          v["qkv_bias"])
+    ffn = "mlp" if v["ffn"] == "mlp" else f"swiglu{v['ffn_align']}"
     dim = a.embed_dim or dim
     depth = a.depth or depth
     heads = a.heads or heads
@@ -140,7 +134,8 @@ def main():
     qkv_bias = qkv_bias and not a.no_qkv_bias
     local_cls_norm = a.local_cls_norm or name == "vit7b16" or a.variant.endswith("sat493m")
     sd = make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, a.seed,
-                         local_cls_norm=local_cls_norm, cls_norm=a.cls_norm)
+                         local_cls_norm=local_cls_norm, cls_norm=a.cls_norm,
+                         patch=v["patch_size"], storage=v["storage_tokens"])
     tmp = a.output + ".partial"
     torch.save(sd, tmp)
     import os

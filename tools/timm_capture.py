@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dumpfile import file_identity, read_dump, write_dump  # noqa: E402
+from vocabulary import stage, stage_names  # noqa: E402  (canonical names: `dinodiff stages`)
 
 
 def architecture(sd):
@@ -75,10 +76,10 @@ class AttentionOps(TorchFunctionMode):
         if func is F.linear:
             weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
             if weight is self.qkv_weight:
-                self.seen["attn.qkv"] = out
+                self.seen["attn_qkv"] = out
         elif func is F.scaled_dot_product_attention:
             q, k, v = args[:3]
-            self.seen.update({"attn.q": q, "attn.k": k, "attn.v": v})
+            self.seen.update({"attn_q": q, "attn_k": k, "attn_v": v})
         return out
 
 
@@ -103,44 +104,44 @@ def capture(model, x, storage):
 
     def patch_hook(mod, args, output):
         b, h, w, d = output.shape  # dynamic_img_size: NHWC
-        put("patch_embed", output.reshape(b, h * w, d), "patch_embed (NHWC, flattened)")
+        put(stage("patch_embed"), output.reshape(b, h * w, d), "patch_embed (NHWC, flattened)")
 
     hooks.append(model.patch_embed.register_forward_hook(patch_hook))
 
     def first_block(mod, args, kwargs):
-        put("tokens", args[0], "blocks.0 input")
+        put(stage("tokens"), args[0], "blocks.0 input")
         sin, cos = kwargs["rope"].tensor_split(2, -1)
-        put("rope.sin", sin, "rope.get_embed()[:, :hd]")
-        put("rope.cos", cos, "rope.get_embed()[:, hd:]")
+        put(stage("rope_sin"), sin, "rope.get_embed()[:, :hd]")
+        put(stage("rope_cos"), cos, "rope.get_embed()[:, hd:]")
 
     hooks.append(model.blocks[0].register_forward_pre_hook(first_block, with_kwargs=True))
 
     for i, blk in enumerate(model.blocks):
-        p = f"blocks.{i}"
-        on(blk.norm1, f"{p}.norm1", f"{p}.norm1")
+        p = f"blocks.{i}"  # timm's module path (native names)
+        on(blk.norm1, stage("norm1", i), f"{p}.norm1")
         ops = AttentionOps(blk.attn.qkv.weight)
 
         def attn_enter(mod, args, kwargs, ops=ops):
             ops.seen.clear()
             ops.__enter__()
 
-        def attn_leave(mod, args, kwargs, output, ops=ops, p=p):
+        def attn_leave(mod, args, kwargs, output, ops=ops, p=p, i=i):
             ops.__exit__(None, None, None)
-            for s in ("attn.qkv", "attn.q", "attn.k", "attn.v"):
-                put(f"{p}.{s}", ops.seen[s], f"{p}.attn {s.split('.')[1]} (F.* call)")
+            for s in ("attn_qkv", "attn_q", "attn_k", "attn_v"):
+                put(stage(s, i), ops.seen[s], f"{p}.attn {s.split('_')[1]} (F.* call)")
 
         hooks.append(blk.attn.register_forward_pre_hook(attn_enter, with_kwargs=True))
         hooks.append(blk.attn.register_forward_hook(attn_leave, with_kwargs=True))
-        on(blk.attn.proj, f"{p}.attn.sdpa", f"{p}.attn.proj input", take="input")
-        on(blk.attn, f"{p}.attn", f"{p}.attn")
-        on(blk.drop_path1, f"{p}.ls1", f"{p}.drop_path1 (gamma_1 * attn)")
-        on(blk.norm2, f"{p}.residual1", f"{p}.norm2 input", take="input")
-        on(blk.norm2, f"{p}.norm2", f"{p}.norm2")
-        on(blk.mlp.fc2, f"{p}.mlp.hidden", f"{p}.mlp.fc2 input", take="input")
-        on(blk.mlp, f"{p}.mlp", f"{p}.mlp")
-        on(blk.drop_path2, f"{p}.ls2", f"{p}.drop_path2 (gamma_2 * mlp)")
-        on(blk, f"{p}.output", p)
-    on(model.norm, "norm", "norm")
+        on(blk.attn.proj, stage("attn_sdpa", i), f"{p}.attn.proj input", take="input")
+        on(blk.attn, stage("attn", i), f"{p}.attn")
+        on(blk.drop_path1, stage("ls1", i), f"{p}.drop_path1 (gamma_1 * attn)")
+        on(blk.norm2, stage("residual1", i), f"{p}.norm2 input", take="input")
+        on(blk.norm2, stage("norm2", i), f"{p}.norm2")
+        on(blk.mlp.fc2, stage("mlp_hidden", i), f"{p}.mlp.fc2 input", take="input")
+        on(blk.mlp, stage("mlp", i), f"{p}.mlp")
+        on(blk.drop_path2, stage("ls2", i), f"{p}.drop_path2 (gamma_2 * mlp)")
+        on(blk, stage("output", i), p)
+    on(model.norm, stage("norm"), "norm")
 
     started = time.perf_counter()
     with torch.inference_mode():
@@ -155,20 +156,12 @@ def capture(model, x, storage):
     n_prefix = 1 + storage
     patches = normed[:, n_prefix:]
     stages += [
-        ("cls", normed[:, 0], "forward_features()[:, 0]"),
-        ("storage", normed[:, 1:n_prefix], "forward_features()[:, 1:1+R]"),
-        ("patches", patches, "forward_features()[:, 1+R:]"),
-        ("pooled", patches.mean(1), "forward_features()[:, 1+R:].mean(1)"),
+        (stage("cls"), normed[:, 0], "forward_features()[:, 0]"),
+        (stage("storage"), normed[:, 1:n_prefix], "forward_features()[:, 1:1+R]"),
+        (stage("patches"), patches, "forward_features()[:, 1+R:]"),
+        (stage("pooled"), patches.mean(1), "forward_features()[:, 1+R:].mean(1)"),
     ]
     return stages, forward_s
-
-
-def stage_names(depth):
-    block = ["norm1", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1",
-             "residual1", "norm2", "mlp.hidden", "mlp", "ls2", "output"]
-    return (["input", "patch_embed", "tokens", "rope.sin", "rope.cos"]
-            + [f"blocks.{i}.{s}" for i in range(depth) for s in block]
-            + ["norm", "cls", "storage", "patches", "pooled"])
 
 
 def main():
@@ -186,10 +179,11 @@ def main():
     sd = torch.load(a.weights, map_location="cpu", weights_only=True)
     model, timm_name, arch = build_timm(sd)
     input_manifest, tensors = read_dump(a.input)
-    x = torch.from_numpy(tensors["input"].copy())
+    input_name = stage("input")
+    x = torch.from_numpy(tensors[input_name].copy())
     load_s = time.perf_counter() - started
     stages, forward_s = capture(model, x, arch["storage"])
-    items = [("input", tensors["input"], {"native": "input", "stage": "input"})]
+    items = [(input_name, tensors[input_name], {"native": "input", "stage": input_name})]
     items += [(name, t.contiguous().numpy(), {"native": native, "stage": name})
               for name, t, native in stages]
     size = write_dump(
