@@ -64,8 +64,13 @@ fn default_side() -> Side {
 
 impl NameMap {
     pub fn load(path: &Path) -> Result<NameMap> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the map file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the map file {}: {}",
+                path.display(),
+                crate::dump::reader::io_problem(&e)
+            )
+        })?;
         NameMap::parse(&text).with_context(|| format!("map file {}", path.display()))
     }
 

@@ -17,6 +17,9 @@ import re
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toolerror import ToolError, run_main  # noqa: E402
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,14 +51,14 @@ def wall(cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr}")
+        raise ToolError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr}")
     return elapsed, proc.stderr
 
 
 def seconds(pattern, text):
     m = re.search(pattern, text)
     if not m:
-        sys.exit(f"no {pattern!r} in {text!r}")
+        raise ToolError(f"no {pattern!r} in {text!r}")
     return float(m.group(1))
 
 
@@ -113,4 +116,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -40,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toolerror import ToolError, run_main  # noqa: E402
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +112,7 @@ def run(cmd, affinity=None, env=None, fresh=(), sync=False):
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{stderr[-4000:]}")
+        raise ToolError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{stderr[-4000:]}")
     return wall, usage.ru_maxrss * 1024, stdout, stderr
 
 
@@ -196,10 +199,10 @@ def number(pattern, text, cast=float):
 def ort_library():
     spec = importlib.util.find_spec("onnxruntime")  # not imported: keeps this process small
     if spec is None:
-        sys.exit(f"no onnxruntime package in {PY}")
+        raise ToolError(f"no onnxruntime package in {PY}")
     libs = sorted((Path(spec.origin).parent / "capi").glob("libonnxruntime.so*"))
     if not libs:
-        sys.exit(f"no libonnxruntime.so* in the onnxruntime package of {PY}")
+        raise ToolError(f"no libonnxruntime.so* in the onnxruntime package of {PY}")
     return libs[-1]
 
 
@@ -235,7 +238,7 @@ def main():
                    help="D 64, 2 blocks, 2 heads instead of ViT-S/16 (checks the script)")
     a = p.parse_args()
     if not a.dinodiff.exists():
-        sys.exit(f"{a.dinodiff} does not exist: build it (cargo build --release) or pass --dinodiff")
+        raise ToolError(f"{a.dinodiff} does not exist: build it (cargo build --release) or pass --dinodiff")
     cfg = "tiny" if a.tiny else "vits16"
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -367,4 +370,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,6 +18,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from toolerror import ToolError, run_main  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 BASELINE = r"""
@@ -66,7 +69,7 @@ def peak_rss_anon(cmd, **kw):
     elapsed = time.perf_counter() - start
     t.join()
     if code not in (0, 1):
-        sys.exit(f"{' '.join(map(str, cmd))} failed with exit code {code}")
+        raise ToolError(f"{' '.join(map(str, cmd))} failed with exit code {code}")
     return elapsed, peak["anon"], peak["rss"]
 
 
@@ -137,4 +140,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,8 +12,12 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toolerror import ToolError  # noqa: E402
 
 DTYPES = {
     np.dtype("float32"): "F32",
@@ -30,7 +34,7 @@ def _dtype_name(array):
     try:
         return DTYPES[array.dtype]
     except KeyError:
-        raise SystemExit(f"no safetensors dtype for numpy {array.dtype}") from None
+        raise ToolError(f"no safetensors dtype for numpy {array.dtype}") from None
 
 
 def file_identity(path):
@@ -61,7 +65,7 @@ def write_dump(path, tensors, *, source="other", model=None, variant=None, frame
         arrays.append(array)
     names = [name for name, _, _ in tensors]
     if len(set(names)) != len(names):
-        raise SystemExit("tensor names must be unique")
+        raise ToolError("tensor names must be unique")
     input_sha256 = None
     if "input" in names:
         input_sha256 = hashlib.sha256(arrays[names.index("input")].tobytes()).hexdigest()

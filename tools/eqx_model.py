@@ -27,21 +27,8 @@ KIND = "jax2onnx.plugins.examples.eqx.dino.VisionTransformer"
 SIDECAR_FORMAT = "dinodiff-eqx-model"
 CONFIG_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "num_storage_tokens")
 
-# Exit code for bad input (wrong file, unsupported checkpoint, ...), as argparse uses for usage.
-EXIT_BAD_INPUT = 2
-
-
-class ToolError(Exception):
-    """A user-facing error: printed as `error: <message>`, exit code 2."""
-
-
-def run_main(main):
-    """Runs main(); a ToolError becomes `error: ...` on stderr and exit code 2."""
-    try:
-        main()
-    except ToolError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toolerror import EXIT_BAD_INPUT, ToolError, run_main  # noqa: E402,F401  (re-exported)
 
 
 def sidecar_path(path):

@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timm_capture import build_timm  # noqa: E402
+from toolerror import ToolError, run_main  # noqa: E402
 
 MAX_IR_VERSION = 13  # ONNX Runtime 1.31
 POOLS = {"avg": "avg", "token": "token", "none": ""}
@@ -102,7 +103,7 @@ def check(model, path, img_size, threads):
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     if got.shape != want.shape:
-        raise SystemExit(f"onnxruntime returned {got.shape}, timm {want.shape}")
+        raise ToolError(f"onnxruntime returned {got.shape}, timm {want.shape}")
     return float(np.abs(got - want).max())
 
 
@@ -153,4 +154,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

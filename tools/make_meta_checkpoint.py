@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vocabulary  # noqa: E402  (the variants come from `dinodiff variants`)
+from toolerror import ToolError, run_main  # noqa: E402
 
 ROPE_BASE = 100.0
 # --ffn: the feed-forward kinds of the hub, with their SwiGLU alignment.
@@ -55,7 +56,7 @@ def uniform(seed, key, shape, lo, hi):
 def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_norm=False,
                     cls_norm=False, patch=16, storage=4):
     if dim % heads or (dim // heads) % 4:
-        sys.exit(f"embed dim {dim} must split into {heads} heads of a multiple of 4")
+        raise ToolError(f"embed dim {dim} must split into {heads} heads of a multiple of 4")
     hd = dim // heads
     hidden = ffn_hidden(ffn, ratio, dim)
     sd = {}
@@ -150,4 +151,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,6 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dumpfile import file_identity, read_dump, write_dump  # noqa: E402
+from toolerror import ToolError, run_main  # noqa: E402
 from vocabulary import stage, stage_names  # noqa: E402  (canonical names: `dinodiff stages`)
 
 
@@ -37,7 +38,7 @@ def architecture(sd):
     qkv_bias = "blocks.0.attn.qkv.bias" in sd
     storage = sd["storage_tokens"].shape[1] if "storage_tokens" in sd else 0
     if "cls_norm.weight" in sd:
-        raise SystemExit("timm's DINOv3 port has no untied cls_norm; cannot run this checkpoint")
+        raise ToolError("timm's DINOv3 port has no untied cls_norm; cannot run this checkpoint")
     return dict(embed_dim=d, depth=depth, num_heads=d // hd, swiglu=swiglu, hidden=hidden,
                 qkv_bias=qkv_bias, storage=storage)
 
@@ -199,4 +200,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,6 +1,6 @@
 """dinodiff's model vocabulary (canonical stage names, DINOv3 hub variants) for the Python tools,
 read from the dinodiff binary (`dinodiff stages --format json`, `dinodiff variants --format json`)
-so that no tool keeps a copy of it.
+so that no tool keeps a copy of it. Failures raise ToolError (exit 2 under `run_main`).
 
 Where it comes from, first match wins:
 - DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON: a file holding that JSON (a machine without
@@ -25,12 +25,8 @@ STAGES_SCHEMA = "dinodiff.stages/1"
 VARIANTS_SCHEMA = "dinodiff.variants/1"
 
 
-class VocabularyError(SystemExit):
-    """Exits 2 with the message (what failed and what to do), as every dinodiff tool does."""
-
-    def __init__(self, message):
-        print(f"error: {message}", file=sys.stderr)
-        super().__init__(2)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toolerror import ToolError  # noqa: E402
 
 
 def _binary():
@@ -39,7 +35,7 @@ def _binary():
     for c in candidates:
         if c and Path(c).is_file():
             return str(c)
-    raise VocabularyError(
+    raise ToolError(
         "cannot find the dinodiff binary for its stage and variant vocabulary: set DINODIFF_BIN, "
         "put dinodiff on PATH, build this checkout (cargo build --release), or give the JSON "
         "files with DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON")
@@ -51,18 +47,18 @@ def _load(command, env_var, schema):
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
-            raise VocabularyError(f"{env_var}={path}: {e}") from None
+            raise ToolError(f"{env_var}={path}: {e}") from None
         where = path
     else:
         binary = _binary()
         proc = subprocess.run([binary, command, "--format", "json"], capture_output=True,
                               text=True)
         if proc.returncode != 0:
-            raise VocabularyError(f"`{binary} {command} --format json` failed: {proc.stderr.strip()}")
+            raise ToolError(f"`{binary} {command} --format json` failed: {proc.stderr.strip()}")
         data = json.loads(proc.stdout)
         where = binary
     if data.get("schema") != schema:
-        raise VocabularyError(f"{where}: the {command} vocabulary has schema "
+        raise ToolError(f"{where}: the {command} vocabulary has schema "
                               f"{data.get('schema')!r}, this tool reads {schema!r}")
     return data
 
@@ -79,9 +75,9 @@ def stage(stage_id, block=None):
     try:
         s = by_id[stage_id]
     except KeyError:
-        raise VocabularyError(f"no stage with id {stage_id!r} in dinodiff's vocabulary") from None
+        raise ToolError(f"no stage with id {stage_id!r} in dinodiff's vocabulary") from None
     if (s["group"] == "block") != (block is not None):
-        raise VocabularyError(f"stage {stage_id!r} is a {s['group']} stage: "
+        raise ToolError(f"stage {stage_id!r} is a {s['group']} stage: "
                               f"{'give' if block is None else 'do not give'} a block index")
     if block is None:
         return s["name"]
@@ -111,7 +107,7 @@ def variant(name):
     short = name.removeprefix("dinov3_").split("_pretrain")[0]
     known = variants()
     if short not in known:
-        raise VocabularyError(f"unknown DINOv3 variant {name!r}; known: {', '.join(known)}")
+        raise ToolError(f"unknown DINOv3 variant {name!r}; known: {', '.join(known)}")
     return known[short]
 
 

@@ -314,5 +314,5 @@ fn map_file_errors_exit_2() {
         .args(["diff", "a.st", "a.st", "--map", "missing.toml"])
         .assert()
         .code(2)
-        .stderr("error: cannot read the map file missing.toml: No such file or directory (os error 2)\n");
+        .stderr("error: cannot read the map file missing.toml: no such file\n");
 }

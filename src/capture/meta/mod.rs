@@ -189,9 +189,14 @@ fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result
         let dtype = dtype_of(tensor.kind())?;
         let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
         let len = tensor.numel() * tensor.kind().elt_size_in_bytes();
-        // SAFETY: `tensor` is a contiguous CPU tensor that lives until the end of this iteration;
-        // its storage holds exactly `numel * element size` bytes from `data_ptr`.
-        let bytes = unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const u8, len) };
+        let bytes: &[u8] = if len == 0 {
+            &[] // an empty tensor's data pointer may be null, which no slice may hold
+        } else {
+            // SAFETY: `tensor` is a contiguous CPU tensor that lives until the end of this
+            // iteration; its storage holds exactly `numel * element size` (> 0) bytes from
+            // `data_ptr`, which is therefore not null.
+            unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const u8, len) }
+        };
         writer.write(&name, record, dtype, &shape, bytes)?;
     }
     Ok(writer)
