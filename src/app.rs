@@ -6,22 +6,14 @@ use crate::diff::{self, DiffOptions};
 use crate::dump::Dump;
 use crate::exit;
 use crate::metrics::Tolerance;
-use crate::report;
+use crate::report::{self, Renderer};
 use anyhow::{Result, bail, ensure};
 use std::io::{IsTerminal, Write};
 
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Diff(args) => run_diff(&args),
-        Command::Inspect(args) => {
-            let dump = Dump::open(&args.dump)?;
-            let inspection = crate::inspect::inspect(&dump);
-            print(&match args.format {
-                InspectFormat::Table => crate::inspect::render_table(&inspection),
-                InspectFormat::Json => crate::inspect::render_json(&inspection),
-            })?;
-            Ok(exit::WITHIN_TOLERANCE)
-        }
+        Command::Inspect(args) => run_inspect(&args),
         Command::Prep(args) => {
             let source = InputSource::Image {
                 path: args.image,
@@ -84,6 +76,20 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+fn run_inspect(args: &crate::cli::InspectArgs) -> Result<u8> {
+    let dump = Dump::open(&args.dump)?;
+    let inspection = crate::inspect::inspect(&dump);
+    let renderer: Box<dyn Renderer> = match args.format {
+        InspectFormat::Table => Box::new(report::TableRenderer {
+            style: report::TableStyle::default(),
+        }),
+        InspectFormat::Json => Box::new(report::JsonRenderer),
+        InspectFormat::Markdown => Box::new(report::MarkdownRenderer),
+    };
+    print(&renderer.inspect(&inspection))?;
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
 fn run_diff(args: &DiffArgs) -> Result<u8> {
     ensure!(
         args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
@@ -103,33 +109,17 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
     };
-    let tty = std::io::stdout().is_terminal();
-    let style = report::table::TableStyle {
-        color: match args.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
-        },
-        wrap: tty,
+    let renderer = diff_renderer(args);
+    let options = report::Options {
         list_unmatched: args.list_unmatched,
     };
     let (text, pass) = if let Some(c) = &args.c {
         let c = Dump::open(c)?;
         let t = crate::triangulate::triangulate(&a, &b, &c, &opts)?;
-        let text = match args.format {
-            DiffFormat::Table => report::triangle::render_table(&t, &style),
-            DiffFormat::Json => report::triangle::render_json(&t),
-            DiffFormat::Markdown => report::triangle::render_markdown(&t),
-        };
-        (text, t.pass)
+        (renderer.triangle(&t, &options), t.pass)
     } else {
         let r = diff::diff(&a, &b, &opts)?;
-        let text = match args.format {
-            DiffFormat::Table => report::table::render(&r, &style),
-            DiffFormat::Json => report::json::render(&r),
-            DiffFormat::Markdown => report::markdown::render(&r),
-        };
-        (text, r.verdict.pass)
+        (renderer.diff(&r, &options), r.verdict.pass)
     };
     print(&text)?;
     Ok(if pass {
@@ -137,6 +127,25 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
     } else {
         exit::OVER_TOLERANCE
     })
+}
+
+/// The renderer `--format` asks for; colour and wrapping (table) follow the terminal.
+fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
+    let tty = std::io::stdout().is_terminal();
+    match args.format {
+        DiffFormat::Table => Box::new(report::TableRenderer {
+            style: report::TableStyle {
+                color: match args.color {
+                    ColorChoice::Always => true,
+                    ColorChoice::Never => false,
+                    ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
+                },
+                wrap: tty,
+            },
+        }),
+        DiffFormat::Json => Box::new(report::JsonRenderer),
+        DiffFormat::Markdown => Box::new(report::MarkdownRenderer),
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.

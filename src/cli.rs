@@ -42,6 +42,7 @@ pub enum DiffFormat {
 pub enum InspectFormat {
     Table,
     Json,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
