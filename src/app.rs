@@ -1,27 +1,21 @@
 //! Dispatch: turns parsed arguments into library calls, prints results, picks the exit code.
 
 use crate::capture::input::{self, InputSource};
-use crate::cli::{CaptureCommand, Cli, ColorChoice, Command, DiffArgs, DiffFormat, InspectFormat};
+use crate::cli::{
+    CaptureCommand, Cli, ColorChoice, Command, DiffArgs, DiffFormat, InspectFormat, ListFormat,
+};
 use crate::diff::{self, DiffOptions};
 use crate::dump::Dump;
 use crate::exit;
 use crate::metrics::Tolerance;
-use crate::report;
+use crate::report::{self, Renderer};
 use anyhow::{Result, bail, ensure};
 use std::io::{IsTerminal, Write};
 
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Diff(args) => run_diff(&args),
-        Command::Inspect(args) => {
-            let dump = Dump::open(&args.dump)?;
-            let inspection = crate::inspect::inspect(&dump);
-            print(&match args.format {
-                InspectFormat::Table => crate::inspect::render_table(&inspection),
-                InspectFormat::Json => crate::inspect::render_json(&inspection),
-            })?;
-            Ok(exit::WITHIN_TOLERANCE)
-        }
+        Command::Inspect(args) => run_inspect(&args),
         Command::Prep(args) => {
             let source = InputSource::Image {
                 path: args.image,
@@ -41,16 +35,16 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Stages(args) => {
             let list = crate::vocabulary::stages();
             print(&match args.format {
-                InspectFormat::Table => report::vocabulary::stages_table(&list),
-                InspectFormat::Json => json_text(&list),
+                ListFormat::Table => report::vocabulary::stages_table(&list),
+                ListFormat::Json => json_text(&list),
             })?;
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Variants(args) => {
             let list = crate::vocabulary::variants();
             print(&match args.format {
-                InspectFormat::Table => report::vocabulary::variants_table(&list),
-                InspectFormat::Json => json_text(&list),
+                ListFormat::Table => report::vocabulary::variants_table(&list),
+                ListFormat::Json => json_text(&list),
             })?;
             Ok(exit::WITHIN_TOLERANCE)
         }
@@ -103,6 +97,20 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+fn run_inspect(args: &crate::cli::InspectArgs) -> Result<u8> {
+    let dump = Dump::open(&args.dump)?;
+    let inspection = crate::inspect::inspect(&dump);
+    let renderer: Box<dyn Renderer> = match args.format {
+        InspectFormat::Table => Box::new(report::TableRenderer {
+            style: report::TableStyle::default(),
+        }),
+        InspectFormat::Json => Box::new(report::JsonRenderer),
+        InspectFormat::Markdown => Box::new(report::MarkdownRenderer),
+    };
+    print(&renderer.inspect(&inspection))?;
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
 fn run_diff(args: &DiffArgs) -> Result<u8> {
     ensure!(
         args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
@@ -122,33 +130,17 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
     };
-    let tty = std::io::stdout().is_terminal();
-    let style = report::table::TableStyle {
-        color: match args.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
-        },
-        wrap: tty,
+    let renderer = diff_renderer(args);
+    let options = report::Options {
         list_unmatched: args.list_unmatched,
     };
     let (text, pass) = if let Some(c) = &args.c {
         let c = Dump::open(c)?;
         let t = crate::triangulate::triangulate(&a, &b, &c, &opts)?;
-        let text = match args.format {
-            DiffFormat::Table => report::triangle::render_table(&t, &style),
-            DiffFormat::Json => report::triangle::render_json(&t),
-            DiffFormat::Markdown => report::triangle::render_markdown(&t),
-        };
-        (text, t.pass)
+        (renderer.triangle(&t, &options), t.pass)
     } else {
         let r = diff::diff(&a, &b, &opts)?;
-        let text = match args.format {
-            DiffFormat::Table => report::table::render(&r, &style),
-            DiffFormat::Json => report::json::render(&r),
-            DiffFormat::Markdown => report::markdown::render(&r),
-        };
-        (text, r.verdict.pass)
+        (renderer.diff(&r, &options), r.verdict.pass)
     };
     print(&text)?;
     Ok(if pass {
@@ -162,6 +154,25 @@ fn json_text(value: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("vocabulary data serializes");
     text.push('\n');
     text
+}
+
+/// The renderer `--format` asks for; colour and wrapping (table) follow the terminal.
+fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
+    let tty = std::io::stdout().is_terminal();
+    match args.format {
+        DiffFormat::Table => Box::new(report::TableRenderer {
+            style: report::TableStyle {
+                color: match args.color {
+                    ColorChoice::Always => true,
+                    ColorChoice::Never => false,
+                    ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
+                },
+                wrap: tty,
+            },
+        }),
+        DiffFormat::Json => Box::new(report::JsonRenderer),
+        DiffFormat::Markdown => Box::new(report::MarkdownRenderer),
+    }
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a message.

@@ -36,8 +36,14 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct VocabularyArgs {
-    #[arg(long, value_enum, default_value_t = InspectFormat::Table)]
-    pub format: InspectFormat,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
 }
 
 /// `--transform`: how an image becomes the model input.
@@ -89,6 +95,7 @@ pub enum DiffFormat {
 pub enum InspectFormat {
     Table,
     Json,
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

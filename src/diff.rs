@@ -22,9 +22,6 @@ use serde::Serialize;
 
 pub const SCHEMA: &str = "dinodiff.diff/1";
 
-/// The headline stages, in display order.
-pub const HEADLINE: [&str; 2] = ["cls", "pooled"];
-
 #[derive(Debug, Clone, Serialize)]
 pub struct DumpInfo {
     pub path: String,
@@ -241,9 +238,10 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             previous = Some(m.max_abs);
         }
     }
-    let headline = HEADLINE
+    let headline = crate::model::Headline::ALL
         .iter()
-        .filter_map(|h| pairs.iter().find(|p| p.name == *h))
+        .map(|role| role.stage().to_string())
+        .filter_map(|name| pairs.iter().find(|p| p.name == name))
         .filter_map(|p| {
             p.metrics.as_ref().map(|m| Headline {
                 name: p.name.clone(),

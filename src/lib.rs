@@ -6,7 +6,8 @@
 //! - [`model`]: DINOv3 variants, the canonical stage vocabulary, Meta's checkpoint keys;
 //! - [`onnx`]: the ONNX protobuf subset and local-function inlining;
 //! - [`capture`]: capture backends and the shared model input (`prep`);
-//! - [`align`], [`metrics`], [`diff`], [`report`]: the comparison and its renderers;
+//! - [`align`], [`metrics`], [`diff`], [`triangulate`]: the comparisons, as data;
+//! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
 //! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
 //! - [`cli`] (argument definitions), [`app`] (dispatch), [`exit`] (exit codes), [`progress`].
 

@@ -7,6 +7,10 @@
 //! tolerance in B⇔C (else A⇔C) is named; if A⇔B diverges, the port is at fault and its first
 //! stage over tolerance is named, with its amplification against the stage before it; B⇔C says
 //! whether the export also drifts on its own. The verdict passes only when all three pass.
+//!
+//! Everything here is data: the [`Diagnosis`] is its kind and the figures of the stages it names,
+//! never prose. [`crate::report`] words it (one sentence per kind, the same in every format); the
+//! JSON form (schema [`SCHEMA`], `docs/diff-json.md`) carries the data beside that sentence.
 
 use crate::diff::{DiffOptions, DiffReport, diff};
 use crate::dump::{Dump, SourceKind};
@@ -37,14 +41,14 @@ impl Side {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One side of the triangle: the two-way diff of its two dumps.
+#[derive(Debug, Clone)]
 pub struct SidePair {
     pub side: Side,
-    /// "Meta ⇔ ONNX".
-    pub label: String,
     pub report: DiffReport,
 }
 
+/// The kind of a [`Diagnosis`], without its figures (the JSON `finding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Finding {
@@ -60,27 +64,57 @@ pub enum Finding {
     Accumulated,
 }
 
-/// The first tensor over tolerance on one side.
-#[derive(Debug, Clone, Serialize)]
+/// The first tensor over tolerance on one side, with the figures the diagnosis quotes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FirstOver {
     pub side: Side,
     pub stage: String,
+    /// Absent when the two tensors' shapes differ (they were not compared).
     pub max_abs: Option<f64>,
+    /// max|Δ| over that of the stage before it on the same side.
     pub amplification: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Diagnosis {
-    pub finding: Finding,
-    /// The stages to look at, most telling first.
-    pub first_over: Vec<FirstOver>,
-    /// The diagnosis in plain words.
-    pub text: String,
+/// What the triangle says: which part is at fault, and where it first shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Diagnosis {
+    /// All three sides pass.
+    AllAgree,
+    /// Only A ⇔ C fails: the first stage over tolerance there (side reference_export).
+    Accumulated(FirstOver),
+    /// A ⇔ B passes, B ⇔ C fails: the export is at fault; its first stage (side port_export).
+    ExportDrifts(FirstOver),
+    /// A ⇔ B fails, B ⇔ C passes: the port is at fault; its first stage (side reference_port).
+    PortDiverges(FirstOver),
+    /// A ⇔ B and B ⇔ C both fail: the first stage of each.
+    BothDiverge { port: FirstOver, export: FirstOver },
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Diagnosis {
+    pub fn finding(&self) -> Finding {
+        match self {
+            Diagnosis::AllAgree => Finding::AllAgree,
+            Diagnosis::Accumulated(_) => Finding::Accumulated,
+            Diagnosis::ExportDrifts(_) => Finding::ExportDrifts,
+            Diagnosis::PortDiverges(_) => Finding::PortDiverges,
+            Diagnosis::BothDiverge { .. } => Finding::BothDiverge,
+        }
+    }
+
+    /// The stages to look at, most telling first (the port's before the export's).
+    pub fn first_over(&self) -> Vec<&FirstOver> {
+        match self {
+            Diagnosis::AllAgree => vec![],
+            Diagnosis::Accumulated(f) | Diagnosis::ExportDrifts(f) | Diagnosis::PortDiverges(f) => {
+                vec![f]
+            }
+            Diagnosis::BothDiverge { port, export } => vec![port, export],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct TriangleReport {
-    pub schema: &'static str,
     /// A, B, C names ("Meta", "Equinox", "ONNX", or the file name for other dumps).
     pub names: [String; 3],
     /// In display order: A⇔C, A⇔B, B⇔C.
@@ -115,29 +149,30 @@ fn name_of(d: &Dump) -> String {
     }
 }
 
-fn first_over(side: Side, r: &DiffReport) -> Option<FirstOver> {
-    r.first_over.map(|i| {
-        let p = &r.pairs[i];
-        FirstOver {
-            side,
-            stage: p.name.clone(),
-            max_abs: p.metrics.as_ref().map(|m| m.max_abs),
-            amplification: p.amplification,
-        }
-    })
+/// The first pair over tolerance of a failing side.
+fn first_over(side: Side, r: &DiffReport) -> FirstOver {
+    let i = r.first_over.expect("a failing side has a first stage");
+    let p = &r.pairs[i];
+    FirstOver {
+        side,
+        stage: p.name.clone(),
+        max_abs: p.metrics.as_ref().map(|m| m.max_abs),
+        amplification: p.amplification,
+    }
 }
 
-fn describe(f: &FirstOver) -> String {
-    let mut s = format!("`{}`", f.stage);
-    match f.max_abs {
-        Some(m) => s.push_str(&format!(" (max|Δ| {}", crate::report::sci(m, 2))),
-        None => s.push_str(" (shapes differ"),
+/// Reads the three sides as a triangle (see the module contract).
+pub fn diagnose(ac: &DiffReport, ab: &DiffReport, bc: &DiffReport) -> Diagnosis {
+    match (ab.verdict.pass, bc.verdict.pass, ac.verdict.pass) {
+        (true, true, true) => Diagnosis::AllAgree,
+        (true, true, false) => Diagnosis::Accumulated(first_over(Side::ReferenceExport, ac)),
+        (true, false, _) => Diagnosis::ExportDrifts(first_over(Side::PortExport, bc)),
+        (false, true, _) => Diagnosis::PortDiverges(first_over(Side::ReferencePort, ab)),
+        (false, false, _) => Diagnosis::BothDiverge {
+            port: first_over(Side::ReferencePort, ab),
+            export: first_over(Side::PortExport, bc),
+        },
     }
-    if let Some(a) = f.amplification {
-        s.push_str(&format!(", {a:.1}× the stage before it"));
-    }
-    s.push(')');
-    s
 }
 
 pub fn triangulate(
@@ -146,103 +181,20 @@ pub fn triangulate(
     c: &Dump,
     opts: &DiffOptions,
 ) -> anyhow::Result<TriangleReport> {
-    let names = [name_of(a), name_of(b), name_of(c)];
-    let [na, nb, nc] = &names;
     let ac = diff(a, c, opts)?;
     let ab = diff(a, b, opts)?;
     let bc = diff(b, c, opts)?;
-    let (ab_ok, bc_ok, ac_ok) = (ab.verdict.pass, bc.verdict.pass, ac.verdict.pass);
-    let f_ab = first_over(Side::ReferencePort, &ab);
-    let f_bc = first_over(Side::PortExport, &bc);
-    let f_ac = first_over(Side::ReferenceExport, &ac);
-    let (finding, first, text) = match (ab_ok, bc_ok, ac_ok) {
-        (true, true, true) => (
-            Finding::AllAgree,
-            vec![],
-            format!(
-                "all three agree within tolerance: {nb} reproduces {na}, and {nc} reproduces {nb}."
-            ),
-        ),
-        (true, true, false) => {
-            let f = f_ac.clone().expect("a failing side has a first stage");
-            (
-                Finding::Accumulated,
-                vec![f.clone()],
-                format!(
-                    "{na} ⇔ {nb} and {nb} ⇔ {nc} are each within tolerance, but their \
-                     differences add up: {na} ⇔ {nc} is over tolerance first at {}. Tighten \
-                     either side, or widen the tolerance.",
-                    describe(&f)
-                ),
-            )
-        }
-        (true, false, _) => {
-            let f = f_bc.clone().expect("a failing side has a first stage");
-            (
-                Finding::ExportDrifts,
-                vec![f.clone()],
-                format!(
-                    "{na} ⇔ {nb} is clean, but {nc} drifts from {nb}: the export is at fault, \
-                     not the port. {nc} departs from {nb} first at {}.",
-                    describe(&f)
-                ),
-            )
-        }
-        (false, true, _) => {
-            let f = f_ab.clone().expect("a failing side has a first stage");
-            (
-                Finding::PortDiverges,
-                vec![f.clone()],
-                format!(
-                    "{na} ⇔ {nb} diverges: the port is at fault. The first stage over tolerance \
-                     is {}; fix {nb} there. {nc} follows {nb} faithfully ({nb} ⇔ {nc} is clean), \
-                     so it inherits the difference.",
-                    describe(&f)
-                ),
-            )
-        }
-        (false, false, _) => {
-            let fa = f_ab.clone().expect("a failing side has a first stage");
-            let fb = f_bc.clone().expect("a failing side has a first stage");
-            (
-                Finding::BothDiverge,
-                vec![fa.clone(), fb.clone()],
-                format!(
-                    "both the port and the export depart: {na} ⇔ {nb} diverges first at {} (fix \
-                     {nb} there), and {nc} also drifts from {nb}, first at {}.",
-                    describe(&fa),
-                    describe(&fb)
-                ),
-            )
-        }
-    };
-    let pass = ab_ok && bc_ok && ac_ok;
-    let label = |x: &str, y: &str| format!("{x} ⇔ {y}");
+    let diagnosis = diagnose(&ac, &ab, &bc);
+    let pass = ab.verdict.pass && bc.verdict.pass && ac.verdict.pass;
+    let side = |side, report| SidePair { side, report };
     Ok(TriangleReport {
-        schema: SCHEMA,
+        names: [name_of(a), name_of(b), name_of(c)],
         sides: vec![
-            SidePair {
-                side: Side::ReferenceExport,
-                label: label(na, nc),
-                report: ac,
-            },
-            SidePair {
-                side: Side::ReferencePort,
-                label: label(na, nb),
-                report: ab,
-            },
-            SidePair {
-                side: Side::PortExport,
-                label: label(nb, nc),
-                report: bc,
-            },
+            side(Side::ReferenceExport, ac),
+            side(Side::ReferencePort, ab),
+            side(Side::PortExport, bc),
         ],
-        names: names.clone(),
-        diagnosis: Diagnosis {
-            finding,
-            first_over: first,
-            text,
-        },
+        diagnosis,
         pass,
     })
 }

@@ -5,8 +5,6 @@
 pub mod architecture;
 pub mod checkpoint;
 pub mod stage;
-#[doc(hidden)]
-pub mod stages;
 pub mod variant;
 
 pub use architecture::{Architecture, Ffn, Grid};

@@ -1,120 +1,298 @@
 //! The Markdown renderer (`--format markdown`): for a CI job summary (`$GITHUB_STEP_SUMMARY`) or a
-//! PR comment. Verdict first, headline table, the stage grid inside a `<details>` block, details of
-//! the first and worst failing pairs. Cells over tolerance are bold and carry the marker.
+//! PR comment.
+//!
+//! Lays out the facts of [`super::view`], the conclusion first (a diff's verdict, a triangle's
+//! diagnosis), long grids inside `<details>` blocks. Values over tolerance are bold and carry the
+//! marker [`MARK`]; `|` is escaped everywhere it would end a table cell.
 
 use super::table::MARK;
-use super::{
-    cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line, verdict_line,
+use super::view::{
+    self, DiffView, FlatRow, Grid, HeadlineRow, InspectView, Note, SideBody, SideEnd, SideRow,
+    Strays, TriangleView, Value,
 };
+use super::{Options, Renderer, words};
 use crate::diff::DiffReport;
+use crate::inspect::Inspection;
+use crate::triangulate::TriangleReport;
 use std::fmt::Write;
+
+pub struct MarkdownRenderer;
 
 fn esc(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
-fn mark(text: String, fails: bool) -> String {
-    if fails {
-        format!("**{text} {MARK}**")
+fn mark(v: &Value) -> String {
+    if v.fails {
+        format!("**{} {MARK}**", v.text)
     } else {
-        text
+        v.text.clone()
     }
 }
 
-pub fn render(r: &DiffReport) -> String {
-    let mut out = String::new();
-    let status = if r.verdict.pass {
-        "PASS ✅"
-    } else {
-        "FAIL ❌"
+fn status(pass: bool) -> &'static str {
+    if pass { "PASS ✅" } else { "FAIL ❌" }
+}
+
+/// A table: header, alignment row (`right[i]`: right-aligned), rows; cells escaped.
+fn table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let line = |cells: &mut dyn Iterator<Item = String>| {
+        let cells: Vec<String> = cells
+            .map(|c| {
+                if c.is_empty() {
+                    " ".into()
+                } else {
+                    format!(" {} ", esc(&c))
+                }
+            })
+            .collect();
+        format!("|{}|\n", cells.join("|"))
     };
-    let _ = writeln!(out, "### dinodiff: {status}\n");
-    let _ = writeln!(
-        out,
-        "`{}` ({}) ⇔ `{}` ({})\n",
-        r.a.path, r.a.source, r.b.path, r.b.source
-    );
-    let _ = writeln!(out, "{}\n", esc(&verdict_line(r)));
-    if !r.headline.is_empty() {
-        let _ = writeln!(out, "| | cosine | max\\|Δ\\| |\n|---|---:|---:|");
-        for h in &r.headline {
-            let label = if h.name == "cls" {
-                "CLS token"
-            } else {
-                "pooled patches"
-            };
-            let _ = writeln!(
-                out,
-                "| {label} | {} | {} |",
-                cosine(h.cosine),
-                mark(sci(h.max_abs, 3), h.fails)
-            );
-        }
-        out.push('\n');
-    }
-    let grid = stage_grid(r);
-    if let Some(g) = &grid {
-        let _ = writeln!(out, "<details><summary>max|Δ| per stage</summary>\n");
-        let _ = writeln!(out, "| | {} |", g.columns.join(" | "));
-        let _ = writeln!(out, "|---|{}", "---:|".repeat(g.columns.len()));
-        for (label, cells) in &g.rows {
-            let cells: Vec<String> = cells
-                .iter()
-                .map(|c| match c {
-                    None => "·".into(),
-                    Some(c) => {
-                        let v = match c.label {
-                            Some(l) => format!("{l}: {}", c.value),
-                            None => c.value.clone(),
-                        };
-                        mark(v, c.fails)
-                    }
-                })
-                .collect();
-            let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
-        }
-        let _ = writeln!(out, "\n</details>\n");
-    }
-    let flat = flat_pairs(r, grid.is_some());
-    if !flat.is_empty() {
-        let _ = writeln!(
-            out,
-            "| tensor | shape | dtype | max\\|Δ\\| | cosine |\n|---|---|---|---:|---:|"
-        );
-        for p in flat {
-            let cos = p
-                .metrics
-                .as_ref()
-                .map_or(String::new(), |m| cosine(m.cosine));
-            let _ = writeln!(
-                out,
-                "| `{}` | {:?} | {} | {} | {cos} |",
-                esc(&p.name),
-                p.shape_a,
-                p.dtype_a,
-                mark(cell_value(p), p.fails)
-            );
-        }
-        out.push('\n');
-    }
-    let mut detail = |title: &str, i: usize| {
-        let p = &r.pairs[i];
-        let _ = writeln!(out, "**{title}: `{}`**\n", p.name);
-        for l in detail_lines(p) {
-            let _ = writeln!(out, "- {}", esc(&l));
-        }
-        out.push('\n');
-    };
-    match (r.first_over, r.worst) {
-        (Some(f), Some(w)) if f == w => detail("first and worst over tolerance", f),
-        (Some(f), Some(w)) => {
-            detail("first over tolerance", f);
-            detail("worst", w);
-        }
-        _ => {}
-    }
-    if let Some(u) = unmatched_line(r) {
-        let _ = writeln!(out, "{}", esc(&u));
+    let mut out = line(&mut header.iter().map(|h| h.to_string()));
+    let align: Vec<&str> = right
+        .iter()
+        .map(|&r| if r { "---:" } else { "---" })
+        .collect();
+    let _ = writeln!(out, "|{}|", align.join("|"));
+    for row in rows {
+        out.push_str(&line(&mut row.iter().cloned()));
     }
     out
+}
+
+fn headline(rows: &[HeadlineRow]) -> String {
+    let header = [&[""][..], &view::HEADLINE_COLUMNS].concat();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(
+            |HeadlineRow {
+                 label,
+                 cosine,
+                 max_abs,
+             }| vec![label.to_string(), cosine.clone(), mark(max_abs)],
+        )
+        .collect();
+    table(&header, &[false, true, true], &rows)
+}
+
+fn grid(g: &Grid) -> String {
+    let header = [&[""][..], &g.columns].concat();
+    let mut right = vec![true; header.len()];
+    right[0] = false;
+    let rows: Vec<Vec<String>> = g
+        .rows
+        .iter()
+        .map(|(label, cells)| {
+            let mut row = vec![label.clone()];
+            row.extend(cells.iter().map(|c| match c {
+                None => "·".into(),
+                Some(c) => mark(&Value {
+                    text: match c.label {
+                        Some(l) => format!("{l}: {}", c.value.text),
+                        None => c.value.text.clone(),
+                    },
+                    fails: c.value.fails,
+                }),
+            }));
+            row
+        })
+        .collect();
+    table(&header, &right, &rows)
+}
+
+fn flat(rows: &[FlatRow]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(
+            |FlatRow {
+                 tensor,
+                 shape,
+                 dtype,
+                 max_abs,
+                 mean_abs,
+                 cosine,
+             }| {
+                vec![
+                    format!("`{tensor}`"),
+                    shape.clone(),
+                    dtype.clone(),
+                    mark(max_abs),
+                    mean_abs.clone(),
+                    cosine.clone(),
+                ]
+            },
+        )
+        .collect();
+    let right = [false, false, false, true, true, true];
+    table(&view::FLAT_COLUMNS, &right, &rows)
+}
+
+fn side_rows(rows: &[SideRow]) -> String {
+    let header = [&[""][..], &view::TRIANGLE_COLUMNS].concat();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(
+            |SideRow {
+                 label,
+                 headline,
+                 verdict,
+             }| {
+                let mut row = vec![label.clone()];
+                for h in headline {
+                    match h {
+                        Some((cos, max)) => row.extend([cos.clone(), mark(max)]),
+                        None => row.extend(["n/a".to_string(), "n/a".to_string()]),
+                    }
+                }
+                row.push(mark(verdict));
+                row
+            },
+        )
+        .collect();
+    table(&header, &[false, true, true, true, true, false], &rows)
+}
+
+fn notes(out: &mut String, notes: &[Note]) {
+    for n in notes {
+        match n {
+            Note::Detail {
+                title,
+                tensor,
+                lines,
+            } => {
+                let _ = writeln!(out, "**{title}: `{tensor}`**\n");
+                for l in lines {
+                    let _ = writeln!(out, "- {}", esc(l));
+                }
+                out.push('\n');
+            }
+            Note::Sentence(s) => {
+                let _ = writeln!(out, "{}\n", esc(s));
+            }
+        }
+    }
+}
+
+/// Tensors without a partner: the count, then the list. With an `item` marker (`- `) the count
+/// is a list item and the list nested under it; without, the list follows as a paragraph of its own.
+fn strays(out: &mut String, strays: &Option<Strays>, item: &str) {
+    if let Some(Strays { summary, listed }) = strays {
+        let _ = writeln!(out, "{item}{}", esc(summary));
+        let indent = if item.is_empty() { "" } else { "  " };
+        if item.is_empty() && !listed.is_empty() {
+            out.push('\n');
+        }
+        for (side, tensor) in listed {
+            let _ = writeln!(
+                out,
+                "{indent}- {}",
+                esc(&words::only_in(side, &format!("`{tensor}`")))
+            );
+        }
+    }
+}
+
+fn side_body(out: &mut String, body: &SideBody) {
+    let SideBody {
+        label,
+        grid: side_grid,
+        flat: side_flat,
+        notes: side_notes,
+    } = body;
+    let what = if side_grid.is_some() {
+        "max|Δ| per stage"
+    } else {
+        "other tensors"
+    };
+    let _ = writeln!(out, "<details><summary>{label}, {what}</summary>\n");
+    if let Some(g) = side_grid {
+        let _ = writeln!(out, "{}", grid(g));
+    }
+    if !side_flat.is_empty() {
+        if side_grid.is_some() {
+            let _ = writeln!(out, "other tensors:\n");
+        }
+        let _ = writeln!(out, "{}", flat(side_flat));
+    }
+    notes(out, side_notes);
+    let _ = writeln!(out, "</details>\n");
+}
+
+impl Renderer for MarkdownRenderer {
+    fn diff(&self, r: &DiffReport, o: &Options) -> String {
+        let DiffView {
+            pass,
+            dumps: [(pa, sa), (pb, sb)],
+            input,
+            headline: rows,
+            grid: stage_grid,
+            flat: flat_rows,
+            notes: diff_notes,
+            strays: diff_strays,
+            verdict,
+        } = view::diff(r, o);
+        let mut out = String::new();
+        let _ = writeln!(out, "### dinodiff: {}\n", status(pass));
+        let _ = writeln!(out, "`{pa}` ({sa}) ⇔ `{pb}` ({sb})\n");
+        let _ = writeln!(out, "{}\n", esc(&input));
+        let _ = writeln!(out, "{}\n", esc(&verdict));
+        if !rows.is_empty() {
+            let _ = writeln!(out, "{}", headline(&rows));
+        }
+        if let Some(g) = &stage_grid {
+            let _ = writeln!(out, "<details><summary>max|Δ| per stage</summary>\n");
+            let _ = writeln!(out, "{}\n</details>\n", grid(g));
+        }
+        if !flat_rows.is_empty() {
+            let _ = writeln!(out, "{}", flat(&flat_rows));
+        }
+        notes(&mut out, &diff_notes);
+        strays(&mut out, &diff_strays, "");
+        out
+    }
+
+    fn triangle(&self, t: &TriangleReport, o: &Options) -> String {
+        let TriangleView {
+            pass,
+            dumps,
+            input,
+            rows,
+            bodies,
+            diagnosis,
+            ends,
+        } = view::triangle(t, o);
+        let mut out = String::new();
+        let _ = writeln!(out, "### dinodiff triangulation: {}\n", status(pass));
+        let _ = writeln!(out, "{}\n", esc(&diagnosis));
+        for d in &dumps {
+            let _ = writeln!(out, "- {}", esc(d));
+        }
+        let _ = writeln!(out, "- {}\n", esc(&input));
+        let _ = writeln!(out, "{}", side_rows(&rows));
+        for body in &bodies {
+            side_body(&mut out, body);
+        }
+        for SideEnd {
+            strays: side_strays,
+            verdict,
+        } in &ends
+        {
+            strays(&mut out, side_strays, "- ");
+            let _ = writeln!(out, "- {}", esc(verdict));
+        }
+        out
+    }
+
+    fn inspect(&self, i: &Inspection) -> String {
+        let InspectView { lines, rows } = view::inspect(i);
+        let mut out = String::from("### dinodiff inspect\n\n");
+        for l in &lines {
+            let _ = writeln!(out, "- {}", esc(l));
+        }
+        let header: Vec<&str> = view::INSPECT_COLUMNS.iter().map(|(h, _)| *h).collect();
+        let right: Vec<bool> = view::INSPECT_COLUMNS.iter().map(|(_, n)| *n).collect();
+        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+        let _ = writeln!(out, "\n{}", table(&header, &right, &rows));
+        out
+    }
 }

@@ -1,211 +1,302 @@
 //! The terminal renderer (`--format table`, the default): comfy-table grids, colour on request.
 //!
-//! Cells over tolerance are red when colour is on, and carry the marker [`MARK`] when it is off.
+//! Lays out the facts of [`super::view`] in the order they are listed there. Cells over tolerance
+//! are red when colour is on, and carry the marker [`MARK`] when it is off.
 
-use super::{
-    Grid, cell_value, cosine, detail_lines, flat_pairs, sci, stage_grid, unmatched_line,
-    verdict_line,
+use super::view::{
+    self, DiffView, FlatRow, Grid, HeadlineRow, InspectView, Note, SideBody, SideEnd, SideRow,
+    Strays, TriangleView, Value,
 };
-use crate::diff::{DiffReport, InputStatus, PairResult};
+use super::{Options, Renderer};
+use crate::diff::DiffReport;
+use crate::inspect::Inspection;
+use crate::triangulate::TriangleReport;
 use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table, presets};
 use std::fmt::Write;
 
 /// Marks a cell over tolerance when colour is off.
 pub const MARK: &str = "✗";
 
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TableStyle {
     pub color: bool,
     /// Wrap to the terminal's width (only when stdout is a terminal).
     pub wrap: bool,
-    pub list_unmatched: bool,
 }
 
-pub(crate) fn new_table(style: &TableStyle) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED);
-    t.set_content_arrangement(if style.wrap {
-        ContentArrangement::Dynamic
-    } else {
-        ContentArrangement::Disabled
-    });
-    if !style.color {
-        t.force_no_tty();
-    } else {
-        t.enforce_styling();
-    }
-    t
+pub struct TableRenderer {
+    pub style: TableStyle,
 }
 
-pub(crate) fn value_cell(text: String, fails: bool, style: &TableStyle) -> Cell {
-    let cell = if fails && !style.color {
-        Cell::new(format!("{text} {MARK}"))
-    } else {
-        Cell::new(text)
-    };
-    let cell = cell.set_alignment(CellAlignment::Right);
-    if fails && style.color {
-        cell.fg(Color::Red).add_attribute(Attribute::Bold)
-    } else {
-        cell
-    }
-}
-
-pub(crate) fn grid_table(grid: &Grid, style: &TableStyle) -> Table {
-    let mut t = new_table(style);
-    let mut header = vec![Cell::new("")];
-    header.extend(grid.columns.iter().map(|c| Cell::new(*c)));
-    t.set_header(header);
-    for (label, cells) in &grid.rows {
-        let mut row = vec![Cell::new(label)];
-        row.extend(cells.iter().map(|c| match c {
-            None => Cell::new("·").set_alignment(CellAlignment::Center),
-            Some(c) => {
-                let text = match c.label {
-                    Some(l) => format!("{l}\n{}", c.value),
-                    None => c.value.clone(),
-                };
-                value_cell(text, c.fails, style)
-            }
-        }));
-        t.add_row(row);
-    }
-    t
-}
-
-fn flat_table(pairs: &[&PairResult], style: &TableStyle) -> Table {
-    let mut t = new_table(style);
-    t.set_header(vec![
-        "tensor", "shape", "dtype", "max|Δ|", "mean|Δ|", "cosine",
-    ]);
-    for p in pairs {
-        let name = if p.a == p.b {
-            p.name.clone()
+impl TableRenderer {
+    fn table(&self) -> Table {
+        let mut t = Table::new();
+        t.load_style(presets::UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(if self.style.wrap {
+            ContentArrangement::Dynamic
         } else {
-            format!("{} ⇔ {}", p.a, p.b)
-        };
-        let dtype = if p.dtype_a == p.dtype_b {
-            p.dtype_a.clone()
-        } else {
-            format!("{}/{}", p.dtype_a, p.dtype_b)
-        };
-        let (mean, cos) = p.metrics.as_ref().map_or(("".into(), "".into()), |m| {
-            (sci(m.mean_abs, 3), cosine(m.cosine))
+            ContentArrangement::Disabled
         });
-        t.add_row(vec![
-            Cell::new(name),
-            Cell::new(format!("{:?}", p.shape_a)),
-            Cell::new(dtype),
-            value_cell(
-                p.metrics
-                    .as_ref()
-                    .filter(|m| m.nonfinite_mismatches == 0 && !m.exact)
-                    .map_or_else(|| cell_value(p), |m| sci(m.max_abs, 3)),
-                p.fails,
-                style,
-            ),
-            Cell::new(mean).set_alignment(CellAlignment::Right),
-            Cell::new(cos).set_alignment(CellAlignment::Right),
-        ]);
+        if !self.style.color {
+            t.force_no_tty();
+        } else {
+            t.enforce_styling();
+        }
+        t
     }
-    t
-}
 
-pub fn render(r: &DiffReport, style: &TableStyle) -> String {
-    let mut out = String::new();
-    let side = |d: &crate::diff::DumpInfo| {
-        let mut s = format!("{} ({}", d.path, d.source);
-        if let Some(v) = &d.variant {
-            s.push_str(&format!(", {v}"));
+    fn value(&self, v: &Value) -> Cell {
+        let cell = if v.fails && !self.style.color {
+            Cell::new(format!("{} {MARK}", v.text))
+        } else {
+            Cell::new(&v.text)
+        };
+        let cell = cell.set_alignment(CellAlignment::Right);
+        if v.fails && self.style.color {
+            cell.fg(Color::Red).add_attribute(Attribute::Bold)
+        } else {
+            cell
         }
-        s.push_str(&format!(", {} tensors)", d.tensors));
-        s
-    };
-    let _ = writeln!(out, "A: {}", side(&r.a));
-    let _ = writeln!(out, "B: {}", side(&r.b));
-    let input = match r.input.status {
-        InputStatus::Match => format!(
-            "same input (sha256 {})",
-            r.input
-                .a_sha256
-                .as_deref()
-                .unwrap_or("")
-                .get(..16)
-                .unwrap_or("")
-        ),
-        InputStatus::MismatchAllowed => {
-            "DIFFERENT inputs (allowed by --allow-input-mismatch)".to_string()
+    }
+
+    fn grid(&self, grid: &Grid) -> Table {
+        let mut t = self.table();
+        let mut header = vec![Cell::new("")];
+        header.extend(grid.columns.iter().map(|c| Cell::new(*c)));
+        t.set_header(header);
+        for (label, cells) in &grid.rows {
+            let mut row = vec![Cell::new(label)];
+            row.extend(cells.iter().map(|c| match c {
+                None => Cell::new("·").set_alignment(CellAlignment::Center),
+                Some(c) => {
+                    let text = match c.label {
+                        Some(l) => format!("{l}\n{}", c.value.text),
+                        None => c.value.text.clone(),
+                    };
+                    self.value(&Value {
+                        text,
+                        fails: c.value.fails,
+                    })
+                }
+            }));
+            t.add_row(row);
         }
-        InputStatus::Unknown => "not checked (a dump records no input hash)".to_string(),
-    };
-    let _ = writeln!(out, "input: {input}");
-    if !r.headline.is_empty() {
-        out.push('\n');
-        let mut t = new_table(style);
-        t.set_header(vec!["", "cosine", "max|Δ|"]);
-        for h in &r.headline {
-            let label = if h.name == "cls" {
-                "CLS token"
-            } else {
-                "pooled patches"
-            };
+        t
+    }
+
+    fn flat(&self, rows: &[FlatRow]) -> Table {
+        let mut t = self.table();
+        t.set_header(view::FLAT_COLUMNS.to_vec());
+        let right = |s: &str| Cell::new(s).set_alignment(CellAlignment::Right);
+        for FlatRow {
+            tensor,
+            shape,
+            dtype,
+            max_abs,
+            mean_abs,
+            cosine,
+        } in rows
+        {
             t.add_row(vec![
-                Cell::new(label),
-                Cell::new(cosine(h.cosine)).set_alignment(CellAlignment::Right),
-                value_cell(sci(h.max_abs, 3), h.fails, style),
+                Cell::new(tensor),
+                Cell::new(shape),
+                Cell::new(dtype),
+                self.value(max_abs),
+                right(mean_abs),
+                right(cosine),
             ]);
         }
-        let _ = writeln!(out, "{t}");
+        t
     }
-    let grid = stage_grid(r);
-    if let Some(g) = &grid {
-        out.push('\n');
-        let _ = writeln!(out, "max|Δ| per stage:");
-        let _ = writeln!(out, "{}", grid_table(g, style));
-    }
-    let flat = flat_pairs(r, grid.is_some());
-    if !flat.is_empty() {
-        out.push('\n');
-        if grid.is_some() {
-            let _ = writeln!(out, "other tensors:");
-        }
-        let _ = writeln!(out, "{}", flat_table(&flat, style));
-    }
-    out.push('\n');
-    let mut detail = |title: &str, i: usize| {
-        let p = &r.pairs[i];
-        let _ = writeln!(out, "{title}: {}", p.name);
-        for l in detail_lines(p) {
-            let _ = writeln!(out, "  {l}");
-        }
-    };
-    match (r.first_over, r.worst) {
-        (Some(f), Some(w)) if f == w => detail("first and worst over tolerance", f),
-        (Some(f), Some(w)) => {
-            detail("first over tolerance", f);
-            detail("worst", w);
-        }
-        (None, Some(w))
-            if r.pairs[w]
-                .metrics
-                .as_ref()
-                .is_some_and(|m| m.max_abs == 0.0 && m.nonfinite_mismatches == 0) =>
+
+    fn headline(&self, rows: &[HeadlineRow]) -> Table {
+        let mut t = self.table();
+        let mut header = vec![""];
+        header.extend(view::HEADLINE_COLUMNS);
+        t.set_header(header);
+        for HeadlineRow {
+            label,
+            cosine,
+            max_abs,
+        } in rows
         {
-            let _ = writeln!(out, "every compared pair is equal: max|Δ| 0 everywhere");
+            t.add_row(vec![
+                Cell::new(label),
+                Cell::new(cosine).set_alignment(CellAlignment::Right),
+                self.value(max_abs),
+            ]);
         }
-        (None, Some(w)) => detail("largest difference", w),
-        _ => {}
+        t
     }
-    if let Some(u) = unmatched_line(r) {
-        let _ = writeln!(out, "{u}");
-        if style.list_unmatched {
-            for n in &r.unmatched.a {
-                let _ = writeln!(out, "  only in A: {n}");
+
+    fn side_rows(&self, rows: &[SideRow]) -> Table {
+        let mut t = self.table();
+        let mut header = vec![""];
+        header.extend(view::TRIANGLE_COLUMNS);
+        t.set_header(header);
+        for SideRow {
+            label,
+            headline,
+            verdict,
+        } in rows
+        {
+            let mut row = vec![Cell::new(label)];
+            for h in headline {
+                match h {
+                    Some((cos, max)) => {
+                        row.push(Cell::new(cos).set_alignment(CellAlignment::Right));
+                        row.push(self.value(max));
+                    }
+                    None => row.extend([Cell::new("n/a"), Cell::new("n/a")]),
+                }
             }
-            for n in &r.unmatched.b {
-                let _ = writeln!(out, "  only in B: {n}");
+            row.push(self.value(verdict));
+            t.add_row(row);
+        }
+        t
+    }
+}
+
+fn notes(out: &mut String, notes: &[Note]) {
+    for n in notes {
+        match n {
+            Note::Detail {
+                title,
+                tensor,
+                lines,
+            } => {
+                let _ = writeln!(out, "{title}: {tensor}");
+                for l in lines {
+                    let _ = writeln!(out, "  {l}");
+                }
+            }
+            Note::Sentence(s) => {
+                let _ = writeln!(out, "{s}");
             }
         }
     }
-    let _ = writeln!(out, "{}", verdict_line(r));
-    out
+}
+
+fn strays(out: &mut String, strays: &Option<Strays>) {
+    if let Some(Strays { summary, listed }) = strays {
+        let _ = writeln!(out, "{summary}");
+        for (side, tensor) in listed {
+            let _ = writeln!(out, "  {}", super::words::only_in(side, tensor));
+        }
+    }
+}
+
+impl TableRenderer {
+    fn side_body(&self, out: &mut String, body: &SideBody) {
+        let SideBody {
+            label,
+            grid,
+            flat,
+            notes: side_notes,
+        } = body;
+        if let Some(g) = grid {
+            let _ = writeln!(out, "\n{label}, max|Δ| per stage:\n{}", self.grid(g));
+        }
+        if !flat.is_empty() {
+            let _ = writeln!(out, "\n{label}, other tensors:\n{}", self.flat(flat));
+        }
+        notes(out, side_notes);
+    }
+}
+
+impl Renderer for TableRenderer {
+    fn diff(&self, r: &DiffReport, o: &Options) -> String {
+        let DiffView {
+            pass: _,
+            dumps,
+            input,
+            headline,
+            grid,
+            flat,
+            notes: diff_notes,
+            strays: diff_strays,
+            verdict,
+        } = view::diff(r, o);
+        let mut out = String::new();
+        for (letter, (path, summary)) in ["A", "B"].iter().zip(&dumps) {
+            let _ = writeln!(out, "{letter}: {path} ({summary})");
+        }
+        let _ = writeln!(out, "{input}");
+        if !headline.is_empty() {
+            let _ = writeln!(out, "\n{}", self.headline(&headline));
+        }
+        if let Some(g) = &grid {
+            let _ = writeln!(out, "\nmax|Δ| per stage:\n{}", self.grid(g));
+        }
+        if !flat.is_empty() {
+            let title = if grid.is_some() {
+                "other tensors:\n"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "\n{title}{}", self.flat(&flat));
+        }
+        out.push('\n');
+        notes(&mut out, &diff_notes);
+        strays(&mut out, &diff_strays);
+        let _ = writeln!(out, "{verdict}");
+        out
+    }
+
+    fn triangle(&self, t: &TriangleReport, o: &Options) -> String {
+        let TriangleView {
+            pass: _,
+            dumps,
+            input,
+            rows,
+            bodies,
+            diagnosis,
+            ends,
+        } = view::triangle(t, o);
+        let mut out = String::new();
+        for d in &dumps {
+            let _ = writeln!(out, "{d}");
+        }
+        let _ = writeln!(out, "{input}\n");
+        let _ = writeln!(out, "{}", self.side_rows(&rows));
+        for body in &bodies {
+            self.side_body(&mut out, body);
+        }
+        let _ = writeln!(out, "\n{diagnosis}");
+        for SideEnd {
+            strays: side_strays,
+            verdict,
+        } in &ends
+        {
+            strays(&mut out, side_strays);
+            let _ = writeln!(out, "{verdict}");
+        }
+        out
+    }
+
+    fn inspect(&self, i: &Inspection) -> String {
+        let InspectView { lines, rows } = view::inspect(i);
+        let mut out = String::new();
+        for l in &lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let mut t = self.table();
+        t.set_header(view::INSPECT_COLUMNS.iter().map(|(name, _)| *name));
+        for row in &rows {
+            t.add_row(
+                row.iter()
+                    .zip(view::INSPECT_COLUMNS)
+                    .map(|(text, (_, number))| {
+                        let cell = Cell::new(text);
+                        if number {
+                            cell.set_alignment(CellAlignment::Right)
+                        } else {
+                            cell
+                        }
+                    }),
+            );
+        }
+        let _ = writeln!(out, "{t}");
+        out
+    }
 }

@@ -2,7 +2,7 @@
 //! library's writer.
 
 use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
-use dinodiff::model::stages;
+use dinodiff::model::Stage;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 
@@ -65,7 +65,7 @@ pub fn canonical_dump_with_raw(
     let mut manifest = Manifest::for_this_process(source);
     manifest.variant = Some("tiny".into());
     let mut w = DumpWriter::create(path, manifest).unwrap();
-    for (i, name) in stages::all_names(2).iter().enumerate() {
+    for (i, name) in all_names(2).iter().enumerate() {
         let mut shape = match name.as_str() {
             "input" => vec![1, 3, 4, 4],
             "cls" | "pooled" => vec![1, 4],
@@ -117,4 +117,9 @@ pub fn plain_dump(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
         write_raw(&mut w, name, shape, values);
     }
     w.finish().unwrap();
+}
+
+/// Every canonical stage name of a `depth`-block model, in execution order.
+pub fn all_names(depth: usize) -> Vec<String> {
+    Stage::all(depth).iter().map(ToString::to_string).collect()
 }

@@ -316,3 +316,93 @@ fn map_file_errors_exit_2() {
         .code(2)
         .stderr("error: cannot read the map file missing.toml: no such file\n");
 }
+
+#[test]
+fn markdown_shows_the_input_status_and_lists_unmatched_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_dump(
+        &dir.path().join("a.st"),
+        &[
+            ("w", vec![2], vec![1.0, 2.0]),
+            ("only_a", vec![1], vec![0.0]),
+        ],
+    );
+    plain_dump(
+        &dir.path().join("b.st"),
+        &[
+            ("w", vec![2], vec![1.0, 2.5]),
+            ("only_b", vec![1], vec![0.0]),
+        ],
+    );
+    let args = ["diff", "a.st", "b.st", "--format", "markdown"];
+    let quiet = run_in(dir.path(), &args, 1);
+    assert!(
+        quiet.contains("\ninput: not checked (a dump records no input hash)\n"),
+        "{quiet}"
+    );
+    assert!(
+        quiet.ends_with(
+            "\nunmatched: 1 tensors only in A, 1 only in B (--list-unmatched lists them)\n"
+        ),
+        "{quiet}"
+    );
+    let listed = run_in(dir.path(), &[&args[..], &["--list-unmatched"]].concat(), 1);
+    assert!(
+        listed.ends_with(
+            "\nunmatched: 1 tensors only in A, 1 only in B (--list-unmatched lists them)\n\n\
+             - only in A: `only_a`\n- only in B: `only_b`\n"
+        ),
+        "{listed}"
+    );
+    // The per-tensor table has the table format's columns.
+    assert!(
+        listed.contains("| `w` | [2] | F32 | **5.000e-01 ✗** | 2.500e-01 | 0.996546 |\n"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn markdown_says_when_inputs_differ_and_the_largest_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    canonical_dump(&dir.path().join("a.st"), SourceKind::Meta, |_, _, _| {});
+    canonical_dump(&dir.path().join("b.st"), SourceKind::Onnx, |name, v, _| {
+        if name == "input" {
+            v[0] = 42.0;
+        } else if name == "blocks.0.mlp" {
+            v[1] += 1e-6;
+        }
+    });
+    let md = run_in(
+        dir.path(),
+        &[
+            "diff",
+            "a.st",
+            "b.st",
+            "--atol",
+            "100",
+            "--allow-input-mismatch",
+            "--format",
+            "markdown",
+        ],
+        0,
+    );
+    assert!(
+        md.contains("\ninput: DIFFERENT inputs (allowed by --allow-input-mismatch)\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "\n**largest difference: `input`**\n\n- max\\|Δ\\| 4.250e+01 at [0, 0, 0, 0]: "
+        ),
+        "{md}"
+    );
+    let same = run_in(
+        dir.path(),
+        &["diff", "a.st", "a.st", "--format", "markdown"],
+        0,
+    );
+    assert!(
+        same.contains("\nevery compared pair is equal: max\\|Δ\\| 0 everywhere\n"),
+        "{same}"
+    );
+}

@@ -45,6 +45,27 @@ fn inspect_json_lists_tensors_in_execution_order_with_native_names() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, dinodiff::model::stages::all_names(2));
+    assert_eq!(names, crate::common::all_names(2));
     assert_eq!(json["tensors"][1]["native"], "native/patch_embed");
+}
+
+#[test]
+fn inspect_markdown_lists_the_manifest_and_the_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_dump(
+        &dir.path().join("x.st"),
+        &[("w", vec![2, 2], vec![1.0, -2.0, f32::NAN, 4.0])],
+    );
+    let md = run_in(dir.path(), &["inspect", "x.st", "--format", "markdown"], 0);
+    assert!(md.starts_with("### dinodiff inspect\n\n- x.st ("), "{md}");
+    assert!(md.contains("\n- source: other  (dinodiff "), "{md}");
+    assert!(md.contains("\n- input sha256: -\n"), "{md}");
+    assert!(
+        md.ends_with(
+            "| # | tensor | native | shape | dtype | min | max | mean | std | NaN | Inf |\n\
+             |---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n\
+             | 0 | w | | [2, 2] | F32 | -2.000e+00 | 4.000e+00 | 1.000e+00 | 2.449e+00 | 1 | 0 |\n\n"
+        ),
+        "{md}"
+    );
 }

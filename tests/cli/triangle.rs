@@ -201,3 +201,83 @@ fn list_unmatched_names_each_sides_strays_by_framework() {
         ]
     );
 }
+
+#[test]
+fn json_carries_the_diagnosis_as_data_beside_the_sentence_the_table_prints() {
+    let d = triangle(Edit::None, Edit::DriftFromBlock1Ls2);
+    let r = report(d.path(), 1);
+    assert_eq!(r["schema"], "dinodiff.triangle/1");
+    let diag = &r["diagnosis"];
+    assert_eq!(diag["finding"], "export_drifts");
+    let first = &diag["first_over"][0];
+    assert_eq!(first["side"], "port_export");
+    assert_eq!(first["stage"], "blocks.1.ls2");
+    assert!(
+        (first["max_abs"].as_f64().unwrap() - 0.01).abs() < 1e-6,
+        "{first}"
+    );
+    assert!(first["amplification"].as_f64().unwrap() > 100.0, "{first}");
+    let text = diag["text"].as_str().unwrap();
+    let table = run_in(
+        d.path(),
+        &["diff", "meta.st", "eqx.st", "onnx.st", "--color", "never"],
+        1,
+    );
+    assert!(table.contains(&format!("\ndiagnosis: {text}\n")), "{table}");
+    let markdown = run_in(
+        d.path(),
+        &[
+            "diff", "meta.st", "eqx.st", "onnx.st", "--format", "markdown",
+        ],
+        1,
+    );
+    assert!(
+        markdown.contains(&format!("\ndiagnosis: {}\n", text.replace('|', "\\|"))),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn markdown_shows_the_dumps_their_input_and_strays_on_request() {
+    let d = triangle(Edit::None, Edit::None);
+    canonical_dump_with_raw(
+        &d.path().join("onnx.st"),
+        SourceKind::Onnx,
+        |_, _, _| {},
+        &["VisionTransformer_1/add_2"],
+    );
+    let args = [
+        "diff", "meta.st", "eqx.st", "onnx.st", "--format", "markdown",
+    ];
+    let quiet = run_in(d.path(), &args, 0);
+    assert!(
+        quiet.starts_with("### dinodiff triangulation: PASS ✅\n"),
+        "{quiet}"
+    );
+    assert!(
+        quiet.contains(
+            "\n- A: Meta — meta.st (reference, 38 tensors)\n- B: Equinox — eqx.st (port, 38 \
+             tensors)\n- C: ONNX — onnx.st (export, 39 tensors)\n- input: same input in all \
+             three (sha256 "
+        ),
+        "{quiet}"
+    );
+    assert!(!quiet.contains("only in"), "{quiet}");
+    let listed = run_in(d.path(), &[&args[..], &["--list-unmatched"]].concat(), 0);
+    let tail: Vec<&str> = listed
+        .lines()
+        .skip_while(|l| !l.starts_with("- Meta ⇔ ONNX"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "- Meta ⇔ ONNX: 0 tensors only in Meta, 1 only in ONNX",
+            "  - only in ONNX: `VisionTransformer_1/add_2`",
+            "- Meta ⇔ ONNX: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+            "- Meta ⇔ Equinox: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+            "- Equinox ⇔ ONNX: 0 tensors only in Equinox, 1 only in ONNX",
+            "  - only in ONNX: `VisionTransformer_1/add_2`",
+            "- Equinox ⇔ ONNX: verdict: PASS: 38 tensor pairs compared, all within tolerance (atol 1e-04, rtol 1e-04)",
+        ]
+    );
+}
