@@ -67,6 +67,27 @@ pub struct InputCheck {
     pub b_sha256: Option<String>,
 }
 
+/// Refuses pairs whose dtypes cannot be compared (exit 2), naming the first and how many.
+fn refuse_incomparable(a: &Dump, b: &Dump, alignment: &align::Alignment) -> anyhow::Result<()> {
+    let refused: Vec<(String, String)> = alignment
+        .pairs
+        .iter()
+        .filter_map(|p| {
+            let (ta, tb) = (a.get(&p.a)?, b.get(&p.b)?);
+            let why = metrics::incomparable(ta.dtype, tb.dtype)?;
+            Some((p.key.clone(), why))
+        })
+        .collect();
+    if let Some((name, why)) = refused.first() {
+        let more = match refused.len() {
+            1 => String::new(),
+            n => format!(" (and {} more pairs)", n - 1),
+        };
+        anyhow::bail!("cannot compare tensor {name:?}{more}: {why}");
+    }
+    Ok(())
+}
+
 /// The refusal of two dumps of different inputs.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -178,6 +199,7 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
     let alignment = align::align(a, b, &opts.map)?;
+    refuse_incomparable(a, b, &alignment)?;
     a.advise_sequential();
     b.advise_sequential();
     let progress = crate::progress::bytes_bar(

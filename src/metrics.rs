@@ -312,8 +312,21 @@ thread_local! {
         std::cell::RefCell::new((vec![0.0; CHUNK], vec![0.0; CHUNK]));
 }
 
+/// Why two dtypes cannot be compared, if they cannot: an opaque dtype (FP8, complex, ...) is
+/// compared byte for byte, so only with the same dtype. [`compare`] needs this to be `None`.
+pub fn incomparable(a: Dtype, b: Dtype) -> Option<String> {
+    let opaque = |d| !ElementKind::decodable(d);
+    (a != b && (opaque(a) || opaque(b))).then(|| {
+        format!(
+            "{a} against {b}: dinodiff compares {} tensors only with tensors of the same dtype \
+             (byte for byte); convert one side to the other's dtype",
+            if opaque(a) { a } else { b }
+        )
+    })
+}
+
 /// Compares two tensors element by element. Both must hold the same number of elements
-/// (alignment checks shapes before calling); dtypes may differ between floats (an f16 port
+/// (alignment checks shapes before calling) and be comparable ([`incomparable`]); dtypes may differ between floats (an f16 port
 /// against an f32 reference), in which case the comparison is by value.
 pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     let n = a.elements();

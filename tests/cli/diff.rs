@@ -406,3 +406,38 @@ fn markdown_says_when_inputs_differ_and_the_largest_difference() {
         "{same}"
     );
 }
+
+#[test]
+fn complex_against_real_is_refused_not_a_crash() {
+    use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
+    let dir = tempfile::tempdir().unwrap();
+    // Two complex64 values (1+2i, 3-4i) against two f32 values: the same shape [2].
+    let complex: Vec<u8> = [1f32, 2., 3., -4.]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut w = DumpWriter::create(
+        &dir.path().join("a.st"),
+        Manifest::for_this_process(SourceKind::Other),
+    )
+    .unwrap();
+    let record = TensorRecord {
+        native: "w".into(),
+        ..Default::default()
+    };
+    w.write("w", record, safetensors::Dtype::C64, &[2], &complex)
+        .unwrap();
+    w.finish().unwrap();
+    crate::common::plain_dump(&dir.path().join("b.st"), &[("w", vec![2], vec![1.0, 3.0])]);
+    crate::common::dinodiff()
+        .current_dir(dir.path())
+        .args(["diff", "a.st", "b.st"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(
+            "error: cannot compare tensor \"w\": C64 against F32: dinodiff compares C64 tensors \
+             only with tensors of the same dtype (byte for byte); convert one side to the other's \
+             dtype\n",
+        );
+}
