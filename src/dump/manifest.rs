@@ -112,6 +112,17 @@ pub struct TensorRecord {
     pub extra: Map<String, Value>,
 }
 
+impl TensorRecord {
+    /// The record of a canonical stage: its name, and the framework's name for the tensor.
+    pub fn of_stage(stage: crate::model::Stage, native: impl Into<String>) -> TensorRecord {
+        TensorRecord {
+            native: native.into(),
+            stage: Some(stage.to_string()),
+            extra: Map::new(),
+        }
+    }
+}
+
 /// The whole manifest.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Manifest {

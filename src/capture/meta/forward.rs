@@ -23,6 +23,9 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 /// Receives (canonical stage name, Meta's name for the value, tensor).
 pub type Sink<'a> = dyn FnMut(Stage, String, &Tensor) -> Result<()> + 'a;
 
+/// A block's view of the sink: the stage within the block.
+type BlockSink<'a> = dyn FnMut(BlockStage, String, &Tensor) -> Result<()> + 'a;
+
 /// The loaded model: its architecture and its weights, on the compute device in the compute dtype
 /// (`rope_embed.periods` and `bias_mask` as they are in f32).
 pub struct MetaVit {
@@ -220,18 +223,47 @@ impl MetaVit {
         cos: &Tensor,
         sink: &mut Sink,
     ) -> Result<Tensor> {
-        let a = &self.arch;
         let pre = format!("blocks.{i}");
-        let (bsz, n, d) = (x.size()[0], x.size()[1], a.embed_dim as i64);
-        let (heads, hd) = (a.heads as i64, a.head_dim() as i64);
+        let mut put =
+            |s: BlockStage, native: String, t: &Tensor| sink(Stage::Block(i, s), native, t);
 
         let norm1 = self.layer_norm(x, &format!("{pre}.norm1"))?;
-        sink(
-            Stage::Block(i, BlockStage::Norm1),
-            format!("{pre}.norm1"),
-            &norm1,
+        put(BlockStage::Norm1, format!("{pre}.norm1"), &norm1)?;
+        let attn = self.attention(&pre, &norm1, sin, cos, &mut put)?;
+        put(BlockStage::Attn, format!("{pre}.attn"), &attn)?;
+        let ls1 = attn.f_mul(self.w(&format!("{pre}.ls1.gamma"))?)?;
+        put(BlockStage::Ls1, format!("{pre}.ls1"), &ls1)?;
+        let residual1 = x.f_add(&ls1)?;
+        put(
+            BlockStage::Residual1,
+            format!("{pre} x + ls1(attn)"),
+            &residual1,
         )?;
 
+        let norm2 = self.layer_norm(&residual1, &format!("{pre}.norm2"))?;
+        put(BlockStage::Norm2, format!("{pre}.norm2"), &norm2)?;
+        let mlp = self.ffn(&pre, &norm2, &mut put)?;
+        put(BlockStage::Mlp, format!("{pre}.mlp"), &mlp)?;
+        let ls2 = mlp.f_mul(self.w(&format!("{pre}.ls2.gamma"))?)?;
+        put(BlockStage::Ls2, format!("{pre}.ls2"), &ls2)?;
+        let output = residual1.f_add(&ls2)?;
+        put(BlockStage::Output, pre.clone(), &output)?;
+        Ok(output)
+    }
+
+    /// Meta's `SelfAttention` up to (not including) `proj`'s output being handed back: the
+    /// masked-bias qkv, RoPE on q and k, SDPA, heads merged, `proj`.
+    fn attention(
+        &self,
+        pre: &str,
+        norm1: &Tensor,
+        sin: &Tensor,
+        cos: &Tensor,
+        put: &mut BlockSink,
+    ) -> Result<Tensor> {
+        let a = &self.arch;
+        let (bsz, n, d) = (norm1.size()[0], norm1.size()[1], a.embed_dim as i64);
+        let (heads, hd) = (a.heads as i64, a.head_dim() as i64);
         // LinearKMaskedBias: F.linear(x, weight, bias * bias_mask).
         let qkv_weight = self.w(&format!("{pre}.attn.qkv.weight"))?;
         let qkv_bias = match self.weights.get(&format!("{pre}.attn.qkv.bias")) {
@@ -244,11 +276,7 @@ impl MetaVit {
             ),
         };
         let qkv = norm1.f_linear(qkv_weight, qkv_bias.as_ref())?;
-        sink(
-            Stage::Block(i, BlockStage::AttnQkv),
-            format!("{pre}.attn.qkv"),
-            &qkv,
-        )?;
+        put(BlockStage::AttnQkv, format!("{pre}.attn.qkv"), &qkv)?;
 
         // SelfAttention.compute_attention
         let split = qkv.f_reshape([bsz, n, 3, heads, hd])?.f_unbind(2)?;
@@ -260,21 +288,9 @@ impl MetaVit {
             .map_err(|_| anyhow::anyhow!("qkv did not split in three"))?;
         let q = self.apply_rope(&q, sin, cos)?;
         let k = self.apply_rope(&k, sin, cos)?;
-        sink(
-            Stage::Block(i, BlockStage::AttnQ),
-            format!("{pre}.attn q (after RoPE)"),
-            &q,
-        )?;
-        sink(
-            Stage::Block(i, BlockStage::AttnK),
-            format!("{pre}.attn k (after RoPE)"),
-            &k,
-        )?;
-        sink(
-            Stage::Block(i, BlockStage::AttnV),
-            format!("{pre}.attn v"),
-            &v,
-        )?;
+        put(BlockStage::AttnQ, format!("{pre}.attn q (after RoPE)"), &q)?;
+        put(BlockStage::AttnK, format!("{pre}.attn k (after RoPE)"), &k)?;
+        put(BlockStage::AttnV, format!("{pre}.attn v"), &v)?;
         let attended = Tensor::f_scaled_dot_product_attention(
             &q,
             &k,
@@ -286,66 +302,37 @@ impl MetaVit {
             false,
         )?;
         let merged = attended.f_transpose(1, 2)?.f_reshape([bsz, n, d])?;
-        sink(
-            Stage::Block(i, BlockStage::AttnSdpa),
-            format!("{pre}.attn scaled_dot_product_attention (heads merged)"),
-            &merged,
-        )?;
-        let attn = self.linear(&merged, &format!("{pre}.attn.proj"))?;
-        sink(
-            Stage::Block(i, BlockStage::Attn),
-            format!("{pre}.attn"),
-            &attn,
-        )?;
+        let native = format!("{pre}.attn scaled_dot_product_attention (heads merged)");
+        put(BlockStage::AttnSdpa, native, &merged)?;
+        self.linear(&merged, &format!("{pre}.attn.proj"))
+    }
 
-        let ls1 = attn.f_mul(self.w(&format!("{pre}.ls1.gamma"))?)?;
-        sink(Stage::Block(i, BlockStage::Ls1), format!("{pre}.ls1"), &ls1)?;
-        let residual1 = x.f_add(&ls1)?;
-        sink(
-            Stage::Block(i, BlockStage::Residual1),
-            format!("{pre} x + ls1(attn)"),
-            &residual1,
-        )?;
-
-        let norm2 = self.layer_norm(&residual1, &format!("{pre}.norm2"))?;
-        sink(
-            Stage::Block(i, BlockStage::Norm2),
-            format!("{pre}.norm2"),
-            &norm2,
-        )?;
-        let (hidden, mlp) = match a.ffn {
+    /// The feed-forward network: Mlp (fc1 -> exact GELU -> fc2) or SwiGLU (w3(silu(w1) * w2)).
+    fn ffn(&self, pre: &str, norm2: &Tensor, put: &mut BlockSink) -> Result<Tensor> {
+        match self.arch.ffn {
             Ffn::Mlp => {
                 let hidden = self
-                    .linear(&norm2, &format!("{pre}.mlp.fc1"))?
+                    .linear(norm2, &format!("{pre}.mlp.fc1"))?
                     .f_gelu("none")?;
-                sink(
-                    Stage::Block(i, BlockStage::MlpHidden),
+                put(
+                    BlockStage::MlpHidden,
                     format!("{pre}.mlp.act(fc1)"),
                     &hidden,
                 )?;
-                let out = self.linear(&hidden, &format!("{pre}.mlp.fc2"))?;
-                (hidden, out)
+                self.linear(&hidden, &format!("{pre}.mlp.fc2"))
             }
             Ffn::SwiGlu => {
-                let x1 = self.linear(&norm2, &format!("{pre}.mlp.w1"))?;
-                let x2 = self.linear(&norm2, &format!("{pre}.mlp.w2"))?;
+                let x1 = self.linear(norm2, &format!("{pre}.mlp.w1"))?;
+                let x2 = self.linear(norm2, &format!("{pre}.mlp.w2"))?;
                 let hidden = x1.f_silu()?.f_mul(&x2)?;
-                sink(
-                    Stage::Block(i, BlockStage::MlpHidden),
+                put(
+                    BlockStage::MlpHidden,
                     format!("{pre}.mlp silu(w1) * w2"),
                     &hidden,
                 )?;
-                let out = self.linear(&hidden, &format!("{pre}.mlp.w3"))?;
-                (hidden, out)
+                self.linear(&hidden, &format!("{pre}.mlp.w3"))
             }
-        };
-        drop(hidden);
-        sink(Stage::Block(i, BlockStage::Mlp), format!("{pre}.mlp"), &mlp)?;
-        let ls2 = mlp.f_mul(self.w(&format!("{pre}.ls2.gamma"))?)?;
-        sink(Stage::Block(i, BlockStage::Ls2), format!("{pre}.ls2"), &ls2)?;
-        let output = residual1.f_add(&ls2)?;
-        sink(Stage::Block(i, BlockStage::Output), pre.clone(), &output)?;
-        Ok(output)
+        }
     }
 
     /// Meta's `SelfAttention.apply_rope` for one of q / k: the last h*w tokens rotated, prefix

@@ -205,6 +205,14 @@ fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result
 #[cfg(not(target_endian = "little"))]
 compile_error!("dump tensors are little-endian; the meta capture copies libtorch's native bytes");
 
+/// A loaded model with what the manifest records of it.
+struct Loaded {
+    model: MetaVit,
+    arch: Architecture,
+    variant: String,
+    identity: FileIdentity,
+}
+
 pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let device = parse_device(&opts.device)?;
     let requested = opts.variant.as_deref().map(Variant::lookup).transpose()?;
@@ -219,6 +227,52 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let input = opts.input.load()?;
 
     let started = Instant::now();
+    let loaded = load_model(opts, requested.as_ref(), kind, device)?;
+    check_input(&input, &loaded.arch, &opts.input)?;
+    let load = started.elapsed();
+
+    let manifest = meta_manifest(opts, &loaded, &input, device, threads);
+    let stages = Stage::all(loaded.arch.depth)
+        .iter()
+        .filter(|s| opts.only.keeps(&s.to_string()))
+        .count();
+    let mut writer = DumpWriter::create_for(&opts.output, manifest, stages)?;
+    writer.write(
+        crate::model::INPUT_NAME,
+        TensorRecord::of_stage(Stage::INPUT, crate::model::INPUT_NAME),
+        Dtype::F32,
+        &input.shape,
+        &input.bytes(),
+    )?;
+
+    let forward_started = Instant::now();
+    let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+    let x = Tensor::f_from_slice(&input.data)?
+        .f_reshape(&shape)?
+        .f_to_device(device)?
+        .f_to_kind(kind)?;
+    let writer = run_forward(&loaded, &x, writer, &opts.only)?;
+    let forward = forward_started.elapsed();
+    let finish_started = Instant::now();
+    let written = writer.finish()?;
+    Ok(MetaCapture {
+        written,
+        variant: loaded.variant,
+        threads,
+        load,
+        forward,
+        finish: finish_started.elapsed(),
+    })
+}
+
+/// Loads the checkpoint (hashing it meanwhile), resolves and checks its architecture, and builds
+/// the model on `device` in `kind`.
+fn load_model(
+    opts: &MetaOptions,
+    requested: Option<&Variant>,
+    kind: Kind,
+    device: Device,
+) -> Result<Loaded> {
     // Hash while libtorch reads: both stream the same file, mostly from the page cache.
     let hashing = {
         let path = opts.weights.clone();
@@ -233,7 +287,7 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         .iter()
         .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
         .collect();
-    let (arch, variant) = resolve_architecture(&opts.weights, &shapes, requested.as_ref())?;
+    let (arch, variant) = resolve_architecture(&opts.weights, &shapes, requested)?;
     if let Some((name, t)) = tensors.iter().find(|(_, t)| !t.is_floating_point()) {
         bail!(
             "{}: tensor {name} is {:?}; every tensor of a DINOv3 checkpoint is floating point",
@@ -241,13 +295,25 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
             t.kind()
         );
     }
-    check_input(&input, &arch, &opts.input)?;
     let model = MetaVit::new(arch, tensors, kind, device)?;
-    let load = started.elapsed();
+    Ok(Loaded {
+        model,
+        arch,
+        variant,
+        identity,
+    })
+}
 
+fn meta_manifest(
+    opts: &MetaOptions,
+    loaded: &Loaded,
+    input: &ModelInput,
+    device: Device,
+    threads: i32,
+) -> Manifest {
     let mut manifest = Manifest::for_this_process(SourceKind::Meta);
-    manifest.model = Some(identity);
-    manifest.variant = Some(variant.clone());
+    manifest.model = Some(loaded.identity.clone());
+    manifest.variant = Some(loaded.variant.clone());
     manifest
         .frameworks
         .insert("libtorch".into(), LIBTORCH_VERSION.into());
@@ -259,55 +325,37 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         "meta".into(),
         json!({
             "threads": threads,
-            "architecture": arch.to_string(),
+            "architecture": loaded.arch.to_string(),
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
-    let stages = Stage::all(arch.depth)
-        .iter()
-        .filter(|s| opts.only.keeps(&s.to_string()))
-        .count();
-    let mut writer = DumpWriter::create_for(&opts.output, manifest, stages)?;
-    let input_name = Stage::INPUT.to_string();
-    writer.write(
-        &input_name,
-        TensorRecord {
-            native: input_name.clone(),
-            stage: Some(input_name.clone()),
-            ..Default::default()
-        },
-        Dtype::F32,
-        &input.shape,
-        &input.bytes(),
-    )?;
+    manifest
+}
 
-    let forward_started = Instant::now();
-    let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
-    let x = Tensor::f_from_slice(&input.data)?
-        .f_reshape(&shape)?
-        .f_to_device(device)?
-        .f_to_kind(kind)?;
+/// Runs the forward, streaming every kept stage to a writer thread; returns the writer.
+fn run_forward(
+    loaded: &Loaded,
+    x: &Tensor,
+    writer: DumpWriter,
+    only: &crate::capture::StageFilter,
+) -> Result<DumpWriter> {
     let (queue, stages) = mpsc::sync_channel::<Stream>(32);
     let write_thread = std::thread::spawn(move || write_stages(writer, stages));
-    let bar = crate::progress::count_bar(arch.depth as u64, "blocks");
+    let bar = crate::progress::count_bar(loaded.arch.depth as u64, "blocks");
     let mut sink = |stage: Stage, native: String, t: &Tensor| -> Result<()> {
         if let Stage::Block(_, BlockStage::Output) = stage {
             bar.inc(1);
         }
         let name = stage.to_string();
-        if !opts.only.keeps(&name) {
+        if !only.keeps(&name) {
             return Ok(());
         }
-        let record = TensorRecord {
-            native,
-            stage: Some(name.clone()),
-            ..Default::default()
-        };
+        let record = TensorRecord::of_stage(stage, native);
         queue
             .send((name, record, t.shallow_clone()))
             .map_err(|_| anyhow::anyhow!("the dump writer stopped"))
     };
-    let ran = model.forward(&x, &mut sink);
+    let ran = loaded.model.forward(x, &mut sink);
     drop(queue);
     bar.finish_and_clear();
     let writer = write_thread
@@ -316,15 +364,5 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     // A writer error explains a failed send better than the send does.
     let writer = writer?;
     ran?;
-    let forward = forward_started.elapsed();
-    let finish_started = Instant::now();
-    let written = writer.finish()?;
-    Ok(MetaCapture {
-        written,
-        variant,
-        threads,
-        load,
-        forward,
-        finish: finish_started.elapsed(),
-    })
+    Ok(writer)
 }
