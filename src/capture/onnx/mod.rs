@@ -31,7 +31,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// ONNX Runtime graph optimizations, for both the marked and the unmarked run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptLevel {
     Disable,
     Basic,
