@@ -10,11 +10,13 @@
 //! - the original model is also run unmarked, with the same options; its outputs are stored as
 //!   `unmarked/<output>` and the manifest says whether the marked run's final outputs are
 //!   bit-identical to them (the observer-effect report);
-//! - values recognized as canonical stages ([`crate::onnx::stages`]) are named by their stage
-//!   (the ONNX name goes to the record's `onnx_value`); the others by call path
+//! - values recognized as canonical stages ([`rules`]) are named by their stage (shapes and
+//!   assembled stages: [`assemble`]; the ONNX name goes to the record's `onnx_value`); the others by call path
 //!   (`VisionTransformer_1/Block_3/LayerScale_1/v_3`; main-graph values keep their names) and written in graph (topological) order after `input`; each record
 //!   carries the native name, producing node, op type, call path and the node's metadata_props.
 
+pub mod assemble;
+pub mod rules;
 pub mod runtime;
 
 use super::StageFilter;
@@ -342,7 +344,7 @@ pub fn default_memory_budget() -> u64 {
 /// Writes one captured value under its stage name (or call path), with its ONNX provenance.
 /// The values that are the pieces of `stage`, in piece order.
 fn subset_part_names(
-    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    stages: &std::collections::HashMap<String, rules::Recognized>,
     stage: &str,
 ) -> Vec<String> {
     let mut names: Vec<(usize, &String)> = stages
@@ -358,7 +360,7 @@ fn subset_part_names(
 fn write_value(
     writer: &mut DumpWriter,
     v: &ValueOrigin,
-    rec: Option<&crate::onnx::stages::Recognized>,
+    rec: Option<&rules::Recognized>,
     e: runtime::Extracted,
     onnx_shape: Option<Vec<usize>>,
 ) -> Result<()> {
@@ -393,7 +395,7 @@ fn write_value(
         Some(r) => {
             extra.insert("onnx_value".into(), Value::String(v.name.clone()));
             extra.insert("stage_rule".into(), Value::String(r.rule.into()));
-            let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
+            let shape = assemble::reshaped(&e.shape, r.reshape);
             if let Some(full) = onnx_shape {
                 extra.insert("onnx_shape".into(), json!(full));
                 extra.insert("sliced".into(), Value::String("the last hw tokens".into()));
@@ -504,7 +506,7 @@ fn feed(input: &super::input::ModelInput) -> Result<Tensor<f32>> {
 /// Whether a value is captured: `--only` keeps it (by name or stage), or it is a final output.
 fn keeps(
     opts: &OnnxOptions,
-    stages: &std::collections::HashMap<String, crate::onnx::stages::Recognized>,
+    stages: &std::collections::HashMap<String, rules::Recognized>,
     finals: &BTreeSet<String>,
     v: &ValueOrigin,
 ) -> bool {
@@ -559,7 +561,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
             let plain = scope.spawn(|| unmarked_run(&env, opts, &input));
             let marked = (|| -> Result<_> {
                 let mut inlined = inline_local_functions(model)?;
-                let stages = crate::onnx::stages::recognize(&inlined.values, &inlined.calls);
+                let stages = rules::recognize(&inlined.values, &inlined.calls);
                 let kept: Vec<usize> = (0..inlined.values.len())
                     .filter(|&i| keeps(opts, &stages, &finals, &inlined.values[i]))
                     .collect();
@@ -723,11 +725,10 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                         let same_dtype = pieces.iter().all(|p| p.1 == dtype);
                         let joined: Vec<(Vec<usize>, Vec<u8>)> =
                             pieces.into_iter().map(|(s, _, b)| (s, b)).collect();
-                        if let (true, Some((shape, bytes))) = (
-                            same_dtype,
-                            crate::onnx::stages::concat_last(&joined, element),
-                        ) {
-                            let shape = crate::onnx::stages::reshaped(&shape, r.reshape);
+                        if let (true, Some((shape, bytes))) =
+                            (same_dtype, assemble::concat_last(&joined, element))
+                        {
+                            let shape = assemble::reshaped(&shape, r.reshape);
                             let mut extra = serde_json::Map::new();
                             extra.insert("derived".into(), Value::String(
                                 "concatenation of the q, k and v projections along the last axis".into(),
@@ -752,13 +753,13 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                         }
                     }
                     rec = None;
-                } else if r.reshape == crate::onnx::stages::Reshape::PatchRows {
+                } else if r.reshape == rules::Reshape::PatchRows {
                     let hw = written_stages
                         .get("patch_embed")
                         .and_then(|s| s.get(1))
                         .copied();
                     match hw.and_then(|hw| {
-                        crate::onnx::stages::patch_rows(
+                        assemble::patch_rows(
                             &e.shape,
                             &e.bytes,
                             crate::dump::element::element_size(e.dtype).max(1),
@@ -778,7 +779,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
                 }
             }
             if let Some(r) = rec {
-                let shape = crate::onnx::stages::reshaped(&e.shape, r.reshape);
+                let shape = assemble::reshaped(&e.shape, r.reshape);
                 if r.stage == "norm" {
                     norm = Some((shape.clone(), e.dtype, e.bytes.to_vec()));
                 }
