@@ -16,9 +16,9 @@
 //!   their names) and written in graph (topological) order after `input`; each record carries the
 //!   native name, producing node, op type, call path and the node's metadata_props.
 //!
-//! The parts, one concern each: [`model_file`] (the model file and its external data),
-//! [`runtime`] (loading ONNX Runtime, values out of its buffers), [`session`] (the unmarked run
-//! and the marked copies), [`plan`] (runs within the memory budget), [`values`] (each run's
+//! The parts, one concern each: `model_file` (the model file and its external data),
+//! [`runtime`] (loading ONNX Runtime, values out of its buffers), `session` (the unmarked run
+//! and the marked copies), `plan` (runs within the memory budget), `values` (each run's
 //! values into the dump), [`rules`] (stage recognition per exporter), [`assemble`] (recognized
 //! values into stage tensors). [`capture`] only orchestrates them.
 

@@ -19,7 +19,7 @@
 //!   (topological), with where it came from. Values inside control-flow subgraphs are not graph
 //!   values and are only counted.
 //!
-//! The expansion of calls is [`expand`]'s; this module holds the result types and the
+//! The expansion of calls is `expand`'s; this module holds the result types and the
 //! model-level steps around it (the opset imports, which calls return which value).
 
 mod expand;

@@ -5,7 +5,7 @@
 //! Contract:
 //! - each exporter's rules are one [`StageRules`] in one file of this folder, listed once in
 //!   [`EXPORTERS`]; an exporter file depends on this module (and torch's on the shared
-//!   [`timm_layout`]), never on another exporter's file;
+//!   `timm_layout`), never on another exporter's file;
 //! - [`recognize`] asks the exporters in [`EXPORTERS`] order: the first whose
 //!   [`StageRules::applies`] holds and that recognizes at least one value decides, the later
 //!   ones are not asked;

@@ -4,7 +4,7 @@
 //! Contract: applies when a node carries the exporter's `pkg.torch.onnx.name_scopes` metadata.
 //! A node's module path is the second-to-last entry of that list (`['', 'blocks.0',
 //! 'blocks.0.norm1', 'layer_norm']` → `blocks.0.norm1`); a node without it falls back to the
-//! scopes of its name, else has none. The stages are then [`super::timm_layout`]'s.
+//! scopes of its name, else has none. The stages are then `timm_layout`'s.
 
 use super::timm_layout::{self, NAME_SCOPES, has_name_scopes, node_name_scopes};
 use super::{InlinedGraph, Out, StageRules};

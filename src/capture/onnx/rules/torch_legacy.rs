@@ -3,7 +3,7 @@
 //! Contract: applies when no node carries the dynamo exporter's name-scope metadata and some
 //! node's name has a module path under `blocks.`. A node's module path is the scopes of its name
 //! (`/blocks.0/attn/proj/MatMul` → `blocks.0.attn.proj`), else it has none. The stages are then
-//! [`super::timm_layout`]'s.
+//! `timm_layout`'s.
 
 use super::timm_layout::{self, has_name_scopes, node_name_scopes};
 use super::{InlinedGraph, Out, StageRules};
