@@ -242,7 +242,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         model: args.model,
         output: args.output,
         only: crate::capture::StageFilter::new(&args.only)?,
-        opt_level: args.opt_level,
+        opt_level: args.opt_level.into(),
         threads: args.threads,
         ort_lib: args.ort_lib,
         input_name: args.input_name,

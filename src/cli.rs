@@ -221,8 +221,8 @@ pub struct CaptureOnnxArgs {
     #[arg(long, value_name = "REGEX", num_args = 1..)]
     pub only: Vec<String>,
     /// ONNX Runtime graph optimizations, for both the marked and the unmarked run
-    #[arg(long, value_enum, default_value_t = crate::capture::onnx::OptLevel::Disable)]
-    pub opt_level: crate::capture::onnx::OptLevel,
+    #[arg(long, value_enum, default_value_t = OptLevel::Disable)]
+    pub opt_level: OptLevel,
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's)
     #[arg(long)]
     pub threads: Option<usize>,
@@ -237,6 +237,27 @@ pub struct CaptureOnnxArgs {
     /// (default: half of the memory available at start)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+}
+
+/// `--opt-level`: ONNX Runtime graph optimizations (maps onto
+/// [`crate::capture::onnx::OptLevel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptLevel {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+impl From<OptLevel> for crate::capture::onnx::OptLevel {
+    fn from(level: OptLevel) -> Self {
+        match level {
+            OptLevel::Disable => Self::Disable,
+            OptLevel::Basic => Self::Basic,
+            OptLevel::Extended => Self::Extended,
+            OptLevel::All => Self::All,
+        }
+    }
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

@@ -11,7 +11,7 @@
 
 use crate::model::stage::Dim;
 use crate::model::variant::VARIANTS;
-use crate::model::{Architecture, BlockStage, HeadStage, Headline, Stage, StemStage};
+use crate::model::{Architecture, BlockStage, HeadStage, Stage, StemStage};
 use serde::Serialize;
 
 pub const STAGES_SCHEMA: &str = "dinodiff.stages/1";
@@ -101,10 +101,7 @@ fn info(stage: Stage, id: String) -> StageInfo {
             Stage::Head(_) => "head",
         },
         shape: stage.dims().iter().map(|d| d.symbol()).collect(),
-        headline: stage.headline().map(|h| match h {
-            Headline::Cls => "cls",
-            Headline::Pooled => "pooled",
-        }),
+        headline: stage.headline().map(|h| h.stage().column()),
     }
 }
 
