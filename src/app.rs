@@ -192,7 +192,7 @@ fn input_source(input: &crate::cli::InputArgs, t: &crate::cli::ImageTransformArg
             transform: t.transform.into(),
             size: t.size,
         },
-        (None, None) => unreachable!("clap requires --input or --image"),
+        (None, None) => unreachable!("the argument parser requires --input or --image"),
     }
 }
 

@@ -238,8 +238,93 @@ fn read_array<R: std::io::Read>(
     })
 }
 
+type Archive = npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>;
+
+/// An opened recording whose listing has been checked against its manifest.
+struct Recording {
+    identity: FileIdentity,
+    archive: Archive,
+    /// The recorder's manifest.
+    recorded: Value,
+    /// The arrays, in execution order.
+    order: Vec<String>,
+}
+
 pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
     let npz = &opts.npz;
+    let Recording {
+        identity,
+        mut archive,
+        recorded,
+        order,
+    } = open_recording(npz)?;
+    let claimed: BTreeMap<String, String> = recorded["arrays"]
+        .as_object()
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| v["dtype"].as_str().map(|d| (k.clone(), d.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let manifest = eqx_manifest(&recorded);
+    let mut writer = DumpWriter::create_for(&opts.output, manifest, order.len() + 4)?;
+    // Canonical stage -> shape written (the head derivation reads the patch count from it).
+    let mut written_stages: HashMap<Stage, Vec<usize>> = HashMap::new();
+    let mut norm: Option<Array> = None;
+    for name in &order {
+        let entry_size = archive
+            .zip_archive()
+            .by_name(&npyz::npz::file_name_from_array_name(name))
+            .map(|entry| entry.size())
+            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?;
+        let file = archive
+            .by_name(name)
+            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?
+            .expect("presence checked when the recording was opened");
+        let claim = claimed.get(name).map(String::as_str);
+        let mut array = read_array(file, npz, name, claim, entry_size)?;
+        if name == "input" {
+            check_input_array(&array, &recorded, opts)?;
+        }
+        let stage = write_array(&mut writer, name, &mut array, &recorded)?;
+        if let Some(s) = stage {
+            written_stages.insert(s, array.shape.clone());
+        }
+        if stage == Some(Stage::NORM) {
+            norm = Some(array);
+        }
+    }
+    let derived: Vec<String> = match &norm {
+        Some(norm) => crate::capture::head::write_derived(
+            &mut writer,
+            (&norm.shape, &norm.bytes, norm.dtype),
+            &written_stages,
+        )?
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect(),
+        None => Vec::new(),
+    };
+    let mut about = recorded.clone();
+    if let Some(o) = about.as_object_mut() {
+        o.remove("order");
+        o.remove("arrays");
+    }
+    writer.annotate(
+        "eqx",
+        json!({ "npz": identity, "recorded": about, "derived": derived }),
+    );
+    let written = writer.finish()?;
+    Ok(EqxImport {
+        written,
+        recognized: written_stages.len(),
+        derived,
+    })
+}
+
+/// Opens the npz, reads its manifest and checks that it lists exactly the arrays it holds,
+/// `input` among them.
+fn open_recording(npz: &Path) -> Result<Recording> {
     let identity = FileIdentity::of_file(npz, |_| {}).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the npz {}: {}",
@@ -268,6 +353,23 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
         npz.display()
     );
     let present: HashSet<String> = archive.array_names().map(str::to_string).collect();
+    check_listing(npz, &order, &present)?;
+    Ok(Recording {
+        identity,
+        archive,
+        recorded,
+        order,
+    })
+}
+
+fn check_listing(npz: &Path, order: &[String], present: &HashSet<String>) -> Result<()> {
+    let joined = |names: &[&String]| {
+        names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let missing: Vec<&String> = order.iter().filter(|n| !present.contains(*n)).collect();
     if !missing.is_empty() {
         bail!(
@@ -275,11 +377,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
              incomplete; record it again with tools/eqx_capture.py",
             npz.display(),
             missing.len(),
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            joined(&missing)
         );
     }
     let listed: HashSet<&str> = order.iter().map(String::as_str).collect();
@@ -293,11 +391,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             "{}: the npz holds array(s) its manifest does not list: {}; it was changed after \
              tools/eqx_capture.py wrote it",
             npz.display(),
-            unlisted
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            joined(&unlisted)
         );
     }
     ensure!(
@@ -305,8 +399,12 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
         "{}: the recording holds no \"input\" array, so what it was run on cannot be checked",
         npz.display()
     );
-    let recorded_input_sha = recorded["input"]["sha256"].as_str().map(str::to_string);
+    Ok(())
+}
 
+/// The dump's manifest from the recorder's: model identity, frameworks, device, dtype, input,
+/// and the hub variant the Equinox config's dimensions are (else `custom`).
+fn eqx_manifest(recorded: &Value) -> Manifest {
     let mut manifest = Manifest::for_this_process(SourceKind::Eqx);
     if let Some(m) = recorded.get("model")
         && let (Some(path), Some(size), Some(sha)) =
@@ -348,130 +446,84 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
         });
         manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
     }
-    let claimed: BTreeMap<String, String> = recorded["arrays"]
-        .as_object()
-        .map(|a| {
-            a.iter()
-                .filter_map(|(k, v)| v["dtype"].as_str().map(|d| (k.clone(), d.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    manifest
+}
 
-    let mut writer = DumpWriter::create_for(&opts.output, manifest, order.len() + 4)?;
-    // Canonical stage -> shape written (the head derivation reads the patch count from it).
-    let mut written_stages: HashMap<Stage, Vec<usize>> = HashMap::new();
-    let mut recognized = 0;
-    let mut norm: Option<Array> = None;
-    for name in &order {
-        let entry_size = archive
-            .zip_archive()
-            .by_name(&npyz::npz::file_name_from_array_name(name))
-            .map(|entry| entry.size())
-            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?;
-        let file = archive
-            .by_name(name)
-            .with_context(|| format!("reading array {name:?} in {}", npz.display()))?
-            .expect("presence checked above");
-        let mut array = read_array(
-            file,
-            npz,
-            name,
-            claimed.get(name).map(String::as_str),
-            entry_size,
-        )?;
-        if name == "input" {
-            let hash = crate::dump::manifest::sha256_hex(&array.bytes);
-            if let Some(r) = &recorded_input_sha {
-                ensure!(
-                    *r == hash,
-                    "{}: its \"input\" array hashes to {hash}, not to the input sha256 {r} its \
-                     manifest records; the file was changed after it was written",
-                    npz.display()
-                );
+/// The recorded `input` array must hash to what the recorder's manifest says and, with
+/// `--input`, to that dump's input.
+fn check_input_array(array: &Array, recorded: &Value, opts: &EqxOptions) -> Result<()> {
+    let npz = &opts.npz;
+    let hash = crate::dump::manifest::sha256_hex(&array.bytes);
+    if let Some(r) = recorded["input"]["sha256"].as_str() {
+        ensure!(
+            r == hash,
+            "{}: its \"input\" array hashes to {hash}, not to the input sha256 {r} its \
+             manifest records; the file was changed after it was written",
+            npz.display()
+        );
+    }
+    if let Some(dump) = &opts.input {
+        let expected = crate::capture::input::read_input_dump(dump)?;
+        let want = &expected.sha256;
+        ensure!(
+            *want == hash,
+            "{} was recorded for a different input: its input has sha256 {hash} (shape \
+             {:?}), {} has {want} (shape {:?}). Record the Equinox run again on {}",
+            npz.display(),
+            array.shape,
+            dump.display(),
+            expected.shape,
+            dump.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes one array under its canonical stage name (batch dimension added when it lacks one)
+/// or its Equinox name; returns the stage.
+fn write_array(
+    writer: &mut DumpWriter,
+    name: &str,
+    array: &mut Array,
+    recorded: &Value,
+) -> Result<Option<Stage>> {
+    let mut extra = serde_json::Map::new();
+    if let Some(info) = recorded["arrays"].get(name).and_then(Value::as_object) {
+        for key in ["module", "class", "kind"] {
+            if let Some(v) = info.get(key) {
+                extra.insert(format!("eqx_{key}"), v.clone());
             }
-            if let Some(dump) = &opts.input {
-                let expected = crate::capture::input::read_input_dump(dump)?;
-                let want = &expected.sha256;
-                ensure!(
-                    *want == hash,
-                    "{} was recorded for a different input: its input has sha256 {hash} (shape \
-                     {:?}), {} has {want} (shape {:?}). Record the Equinox run again on {}",
-                    npz.display(),
-                    array.shape,
-                    dump.display(),
-                    expected.shape,
-                    dump.display()
-                );
-            }
-        }
-        let mut extra = serde_json::Map::new();
-        if let Some(info) = recorded["arrays"].get(name).and_then(Value::as_object) {
-            for key in ["module", "class", "kind"] {
-                if let Some(v) = info.get(key) {
-                    extra.insert(format!("eqx_{key}"), v.clone());
-                }
-            }
-        }
-        let stage = canonical_stage(name);
-        let dump_name = match stage {
-            Some(s) => {
-                recognized += 1;
-                if let Some(rank) = batched_rank(s)
-                    && array.shape.len() + 1 == rank
-                {
-                    extra.insert("eqx_shape".into(), json!(array.shape));
-                    array.shape.insert(0, 1);
-                }
-                let canonical = s.to_string();
-                if canonical != *name {
-                    extra.insert("eqx_name".into(), Value::String(name.clone()));
-                }
-                written_stages.insert(s, array.shape.clone());
-                canonical
-            }
-            None => name.clone(),
-        };
-        writer.write(
-            &dump_name,
-            TensorRecord {
-                native: name.clone(),
-                stage: stage.map(|s| s.to_string()),
-                extra,
-            },
-            array.dtype,
-            &array.shape,
-            &array.bytes,
-        )?;
-        if stage == Some(Stage::NORM) {
-            norm = Some(array);
         }
     }
-    let derived: Vec<String> = match &norm {
-        Some(norm) => crate::capture::head::write_derived(
-            &mut writer,
-            (&norm.shape, &norm.bytes, norm.dtype),
-            &written_stages,
-        )?
-        .into_iter()
-        .map(|s| s.to_string())
-        .collect(),
-        None => Vec::new(),
+    let stage = canonical_stage(name);
+    let dump_name = match stage {
+        Some(s) => {
+            if let Some(rank) = batched_rank(s)
+                && array.shape.len() + 1 == rank
+            {
+                extra.insert("eqx_shape".into(), json!(array.shape));
+                array.shape.insert(0, 1);
+            }
+            let canonical = s.to_string();
+            if canonical != name {
+                extra.insert("eqx_name".into(), Value::String(name.to_string()));
+            }
+            canonical
+        }
+        None => name.to_string(),
     };
-    let mut about = recorded.clone();
-    if let Some(o) = about.as_object_mut() {
-        o.remove("order");
-        o.remove("arrays");
-    }
-    writer.annotate(
-        "eqx",
-        json!({ "npz": identity, "recorded": about, "derived": derived }),
-    );
-    let written = writer.finish()?;
-    Ok(EqxImport {
-        written,
-        recognized,
-        derived,
-    })
+    writer.write(
+        &dump_name,
+        TensorRecord {
+            native: name.to_string(),
+            stage: stage.map(|s| s.to_string()),
+            extra,
+        },
+        array.dtype,
+        &array.shape,
+        &array.bytes,
+    )?;
+    Ok(stage)
 }
 
 #[cfg(test)]
