@@ -1,4 +1,4 @@
-//! Exit codes, in one place (documented in README.md and docs/exit-codes.md).
+//! Exit codes, in one place (documented in docs/exit-codes.md and the README).
 //!
 //! - [`WITHIN_TOLERANCE`] (0): the command did its job; for `diff`, every pair is within tolerance.
 //! - [`OVER_TOLERANCE`] (1): `diff` ran and found tensors over tolerance (or mismatched shapes).
