@@ -1,6 +1,6 @@
 //! The head views of the final norm, for backends whose model does not produce them as values.
 //!
-//! Contract: from `norm` [1, N, D] (F32) with R storage tokens, [`derive`] gives `cls` =
+//! Contract: from `norm` [1, N, D] (F32) with R storage tokens, [`derive()`] gives `cls` =
 //! `norm[:, 0]` [1, D], `storage` = `norm[:, 1:1+R]` [1, R, D] (when R > 0), `patches` =
 //! `norm[:, 1+R:]` [1, hw, D] — exact copies of the bytes — and `pooled` = the mean of `patches`
 //! over tokens [1, D], accumulated in f64 and rounded once to f32 (so it is within an ulp of any
