@@ -115,9 +115,14 @@ impl DumpWriter {
         let expected = elements
             .and_then(|n| n.checked_mul(dtype.bitsize()))
             .map(|bits| bits.div_ceil(8));
+        let Some(expected) = expected else {
+            bail!(
+                "tensor {name:?}: {dtype} {shape:?} has more bytes than this machine can address"
+            );
+        };
         ensure!(
-            expected == Some(data.len()),
-            "tensor {name:?}: {dtype} {shape:?} needs {expected:?} bytes, got {}",
+            expected == data.len(),
+            "tensor {name:?}: {dtype} {shape:?} needs {expected} bytes, got {}",
             data.len()
         );
         if name == crate::model::INPUT_NAME {
@@ -292,12 +297,14 @@ mod tests {
             .unwrap();
         let dup = w.write("a", record("a"), Dtype::F32, &[2], &[0u8; 8]);
         assert!(dup.unwrap_err().to_string().contains("written twice"));
+        let huge = w.write("c", record("c"), Dtype::F32, &[usize::MAX, 2], &[]);
+        assert!(huge.unwrap_err().to_string().contains("more bytes than"));
         let short = w.write("b", record("b"), Dtype::F16, &[3], &[0u8; 4]);
         assert!(
             short
                 .unwrap_err()
                 .to_string()
-                .contains("needs Some(6) bytes, got 4")
+                .contains("tensor \"b\": F16 [3] needs 6 bytes, got 4")
         );
     }
 
