@@ -93,12 +93,8 @@ impl Out {
         reshape: Reshape,
         rule: &'static str,
     ) {
-        let Some(value) = value else { return };
-        if value.is_empty() || self.map.contains_key(value) || !self.taken.insert((stage, None)) {
-            return;
-        }
-        self.map.insert(
-            value.clone(),
+        self.claim(
+            value,
             Recognized {
                 stage,
                 reshape,
@@ -117,15 +113,8 @@ impl Out {
         reshape: Reshape,
         rule: &'static str,
     ) {
-        let Some(value) = value else { return };
-        if value.is_empty()
-            || self.map.contains_key(value)
-            || !self.taken.insert((stage, Some(part.0)))
-        {
-            return;
-        }
-        self.map.insert(
-            value.clone(),
+        self.claim(
+            value,
             Recognized {
                 stage,
                 reshape,
@@ -133,6 +122,19 @@ impl Out {
                 part: Some(part),
             },
         );
+    }
+
+    /// The first claim of a value, and of a stage (or stage piece), wins.
+    fn claim(&mut self, value: Option<&String>, recognized: Recognized) {
+        let Some(value) = value else { return };
+        let piece = recognized.part.map(|(k, _)| k);
+        if value.is_empty()
+            || self.map.contains_key(value)
+            || !self.taken.insert((recognized.stage, piece))
+        {
+            return;
+        }
+        self.map.insert(value.clone(), recognized);
     }
 
     fn is_empty(&self) -> bool {
