@@ -5,6 +5,7 @@
 pub mod architecture;
 pub mod checkpoint;
 pub mod stage;
+pub mod transformers;
 pub mod variant;
 
 pub use architecture::{Architecture, Ffn, Grid};
