@@ -1,15 +1,15 @@
 //! Dispatch: turns parsed arguments into library calls, prints results, picks the exit code.
 
-use crate::capture::input::{self, InputSource};
 use crate::cli::{
     CaptureCommand, Cli, ColorChoice, Command, DiffArgs, DiffFormat, InspectFormat, ListFormat,
 };
-use crate::diff::{self, DiffOptions};
-use crate::dump::Dump;
-use crate::exit;
-use crate::metrics::Tolerance;
-use crate::report::{self, Renderer};
 use anyhow::{Result, bail, ensure};
+use dinodiff::capture::input::{self, InputSource};
+use dinodiff::diff::{self, DiffOptions};
+use dinodiff::dump::Dump;
+use dinodiff::exit;
+use dinodiff::metrics::Tolerance;
+use dinodiff::report::{self, Renderer};
 use std::io::{IsTerminal, Write};
 
 pub fn run(cli: Cli) -> Result<u8> {
@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Stages(args) => {
-            let list = crate::vocabulary::stages();
+            let list = dinodiff::vocabulary::stages();
             print(&match args.format {
                 ListFormat::Table => report::vocabulary::stages_table(&list),
                 ListFormat::Json => json_text(&list),
@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Variants(args) => {
-            let list = crate::vocabulary::variants();
+            let list = dinodiff::vocabulary::variants();
             print(&match args.format {
                 ListFormat::Table => report::vocabulary::variants_table(&list),
                 ListFormat::Json => json_text(&list),
@@ -61,10 +61,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     let amp: f32 = amp.parse().map_err(|_| {
                         anyhow::anyhow!("--drift {spec:?}: {amp:?} is not a number")
                     })?;
-                    let stage: crate::model::Stage = stage
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("--drift {spec:?}: {e}"))?;
-                    Some((stage, amp))
+                    Some((stage.to_string(), amp))
                 }
             };
             ensure!(
@@ -72,8 +69,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 "--image-size {} is not a positive multiple of 16",
                 args.image_size
             );
-            let opts = crate::synth::SynthOptions {
-                variant: crate::model::Variant::lookup(&args.variant)?,
+            let opts = dinodiff::synth::SynthOptions {
+                variant: dinodiff::model::Variant::lookup(&args.variant)?,
                 image_size: args.image_size,
                 seed: args.seed,
                 noise: args.noise,
@@ -85,7 +82,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     .map(|p| InputSource::Dump(p.clone()).load())
                     .transpose()?,
             };
-            let written = crate::synth::synth(&opts, &args.output)?;
+            let written = dinodiff::synth::synth(&opts, &args.output)?;
             eprintln!(
                 "wrote {} ({} tensors, {} bytes)",
                 written.path.display(),
@@ -99,7 +96,7 @@ pub fn run(cli: Cli) -> Result<u8> {
 
 fn run_inspect(args: &crate::cli::InspectArgs) -> Result<u8> {
     let dump = Dump::open(&args.dump)?;
-    let inspection = crate::inspect::inspect(&dump);
+    let inspection = dinodiff::inspect::inspect(&dump);
     let renderer: Box<dyn Renderer> = match args.format {
         InspectFormat::Table => Box::new(report::TableRenderer {
             style: report::TableStyle::default(),
@@ -119,8 +116,8 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
     let a = Dump::open(&args.a)?;
     let b = Dump::open(&args.b)?;
     let map = match &args.map {
-        Some(p) => crate::align::NameMap::load(p)?,
-        None => crate::align::NameMap::default(),
+        Some(p) => dinodiff::align::NameMap::load(p)?,
+        None => dinodiff::align::NameMap::default(),
     };
     let opts = DiffOptions {
         tolerance: Tolerance {
@@ -136,7 +133,7 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
     };
     let (text, pass) = if let Some(c) = &args.c {
         let c = Dump::open(c)?;
-        let t = crate::triangulate::triangulate(&a, &b, &c, &opts)?;
+        let t = dinodiff::triangulate::triangulate(&a, &b, &c, &opts)?;
         (renderer.triangle(&t, &options), t.pass)
     } else {
         let r = diff::diff(&a, &b, &opts)?;
@@ -198,7 +195,7 @@ fn input_source(input: &crate::cli::InputArgs, t: &crate::cli::ImageTransformArg
 
 #[cfg(feature = "torch")]
 fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
-    use crate::capture::meta;
+    use dinodiff::capture::meta;
     let opts = meta::MetaOptions {
         input: input_source(&args.input, &args.transform),
         weights: args.weights,
@@ -207,7 +204,7 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         device: args.device,
         precision: args.dtype.into(),
         threads: args.threads,
-        only: crate::capture::StageFilter::new(&args.only)?,
+        only: dinodiff::capture::StageFilter::new(&args.only)?,
     };
     let done = meta::capture(&opts)?;
     eprintln!(
@@ -236,12 +233,12 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
 }
 
 fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
-    use crate::capture::onnx;
+    use dinodiff::capture::onnx;
     let opts = onnx::OnnxOptions {
         input: input_source(&args.input, &args.transform),
         model: args.model,
         output: args.output,
-        only: crate::capture::StageFilter::new(&args.only)?,
+        only: dinodiff::capture::StageFilter::new(&args.only)?,
         opt_level: args.opt_level.into(),
         threads: args.threads,
         ort_lib: args.ort_lib,
@@ -271,7 +268,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
 }
 
 fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
-    let done = crate::capture::eqx::import(&crate::capture::eqx::EqxOptions {
+    let done = dinodiff::capture::eqx::import(&dinodiff::capture::eqx::EqxOptions {
         npz: args.npz,
         output: args.output,
         input: args.input,

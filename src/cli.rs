@@ -1,5 +1,5 @@
 //! Command-line definitions (clap derive), and the mapping of their value enums onto the library's
-//! types; [`crate::app`] turns them into work. No other module depends on clap.
+//! types; `app` turns them into work. Part of the binary: the library does not use clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -54,9 +54,9 @@ pub enum TransformArg {
     None,
 }
 
-impl From<TransformArg> for crate::capture::input::Transform {
+impl From<TransformArg> for dinodiff::capture::input::Transform {
     fn from(t: TransformArg) -> Self {
-        use crate::capture::input::Transform;
+        use dinodiff::capture::input::Transform;
         match t {
             TransformArg::Meta => Transform::Meta,
             TransformArg::Square => Transform::Square,
@@ -73,9 +73,9 @@ pub enum PrecisionArg {
     F16,
 }
 
-impl From<PrecisionArg> for crate::capture::Precision {
+impl From<PrecisionArg> for dinodiff::capture::Precision {
     fn from(p: PrecisionArg) -> Self {
-        use crate::capture::Precision;
+        use dinodiff::capture::Precision;
         match p {
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::Bf16 => Precision::Bf16,
@@ -240,7 +240,7 @@ pub struct CaptureOnnxArgs {
 }
 
 /// `--opt-level`: ONNX Runtime graph optimizations (maps onto
-/// [`crate::capture::onnx::OptLevel`]).
+/// [`dinodiff::capture::onnx::OptLevel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptLevel {
     Disable,
@@ -249,7 +249,7 @@ pub enum OptLevel {
     All,
 }
 
-impl From<OptLevel> for crate::capture::onnx::OptLevel {
+impl From<OptLevel> for dinodiff::capture::onnx::OptLevel {
     fn from(level: OptLevel) -> Self {
         match level {
             OptLevel::Disable => Self::Disable,

@@ -67,11 +67,13 @@ pub struct InputCheck {
     pub b_sha256: Option<String>,
 }
 
-/// Refuses pairs whose dtypes cannot be compared (exit 2), naming the first and how many.
+/// Refuses pairs whose dtypes cannot be compared (exit 2), naming the first and how many. Pairs
+/// of mismatched shapes are not compared at all, so they are reported as such, not refused.
 fn refuse_incomparable(a: &Dump, b: &Dump, alignment: &align::Alignment) -> anyhow::Result<()> {
     let refused: Vec<(String, String)> = alignment
         .pairs
         .iter()
+        .filter(|p| p.shapes != ShapeRelation::Mismatch)
         .filter_map(|p| {
             let (ta, tb) = (a.get(&p.a)?, b.get(&p.b)?);
             let why = metrics::incomparable(ta.dtype, tb.dtype)?;

@@ -1,7 +1,8 @@
 //! dinodiff: find where numerical parity breaks between implementations of the same network.
 //!
-//! The library holds all logic; `main.rs` only parses the command line and maps errors to exit
-//! codes. Modules, one concern each:
+//! The library holds all logic and does not depend on clap; the binary (`main.rs` with its
+//! `cli.rs`, the argument definitions, and `app.rs`, the dispatch) parses the command line, calls
+//! the library and maps errors to exit codes. Modules, one concern each:
 //! - [`dump`]: the `.st` format (manifest, streaming writer, validating reader);
 //! - [`model`]: DINOv3 variants, the canonical stage vocabulary, Meta's checkpoint keys;
 //! - [`onnx`]: the ONNX protobuf subset and local-function inlining;
@@ -9,12 +10,10 @@
 //! - [`align`], [`metrics`], [`diff`], [`triangulate`]: the comparisons, as data;
 //! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
 //! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
-//! - [`cli`] (argument definitions), [`app`] (dispatch), [`exit`] (exit codes), [`progress`].
+//! - [`exit`] (exit codes), [`progress`].
 
 pub mod align;
-pub mod app;
 pub mod capture;
-pub mod cli;
 pub mod diff;
 pub mod dump;
 pub mod exit;

@@ -1,9 +1,15 @@
+//! The `dinodiff` binary: parse the command line (`cli`), run it (`app`), print the error chain
+//! once and map the outcome to an exit code (`dinodiff::exit`, docs/exit-codes.md).
+
+mod app;
+mod cli;
+
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = dinodiff::cli::Cli::parse();
-    match dinodiff::app::run(cli) {
+    let cli = cli::Cli::parse();
+    match app::run(cli) {
         Ok(code) => dinodiff::exit::code(code),
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -26,7 +26,8 @@ pub struct SynthOptions {
     pub seed: u64,
     pub noise: f32,
     pub noise_seed: u64,
-    pub drift: Option<(Stage, f32)>,
+    /// (stage name, amplitude); a name that is not a stage of the variant is refused.
+    pub drift: Option<(String, f32)>,
     /// Use this input (e.g. from `prep`) as the `input` stage instead of a random one.
     pub input: Option<crate::capture::input::ModelInput>,
 }
@@ -47,11 +48,10 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
     let v = &opts.variant;
     let stages = Stage::all(v.arch.depth);
     let drift_from = match &opts.drift {
-        Some((stage, _)) => match stages.iter().position(|s| s == stage) {
+        Some((name, _)) => match stages.iter().position(|s| s.to_string() == *name) {
             Some(i) => Some(i),
             None => bail!(
-                "--drift names {:?}, which is not a stage of {} (depth {}); see docs/stages.md",
-                stage.to_string(),
+                "--drift names {name:?}, which is not a stage of {} (depth {}); see docs/stages.md",
                 v.name,
                 v.arch.depth
             ),
@@ -68,7 +68,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
             "seed": opts.seed,
             "noise": opts.noise,
             "noise_seed": opts.noise_seed,
-            "drift": opts.drift.as_ref().map(|(s, a)| json!({"stage": s.to_string(), "amplitude": a})),
+            "drift": opts.drift.as_ref().map(|(s, a)| json!({"stage": s, "amplitude": a})),
             "image_size": opts.image_size,
         }),
     );

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toolerror import ToolError, run_main  # noqa: E402
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"

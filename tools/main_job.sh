@@ -15,6 +15,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin="$repo/target/release/dinodiff"
+# The Python tools read the stage and variant vocabulary from this same binary (tools/vocabulary.py).
+export DINODIFF_BIN="$bin"
 work=${DINODIFF_WORK_DIR:-$repo/target/dinodiff-main}
 python="${DINODIFF_VENV:?run through tools/dev main}/bin/python"
 mkdir -p "$work"

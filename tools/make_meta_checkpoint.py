@@ -31,13 +31,20 @@ import vocabulary  # noqa: E402  (the variants come from `dinodiff variants`)
 from toolerror import ToolError, run_main  # noqa: E402
 
 ROPE_BASE = 100.0
-# --ffn: the feed-forward kinds of the hub, with their SwiGLU alignment.
-FFN_KINDS = {"mlp": ("mlp", 1), "swiglu8": ("swiglu", 8), "swiglu64": ("swiglu", 64)}
 
 
-def ffn_hidden(ffn: str, ratio: float, dim: int) -> int:
-    kind, align = FFN_KINDS[ffn]
-    return vocabulary.ffn_hidden(kind, ratio, align, dim)
+def parse_ffn(text):
+    """`mlp` or `swiglu<ALIGN>` (e.g. swiglu8, swiglu64) -> (kind, align)."""
+    if text == "mlp":
+        return "mlp", 1
+    align = text.removeprefix("swiglu")
+    if text.startswith("swiglu") and align.isdigit() and int(align) > 0:
+        return "swiglu", int(align)
+    raise argparse.ArgumentTypeError(f"{text!r} is not mlp or swiglu<ALIGN> (e.g. swiglu8)")
+
+
+def ffn_name(kind, align):
+    return "mlp" if kind == "mlp" else f"swiglu{align}"
 
 
 def generator(seed: int, key: str) -> torch.Generator:
@@ -58,7 +65,8 @@ def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_nor
     if dim % heads or (dim // heads) % 4:
         raise ToolError(f"embed dim {dim} must split into {heads} heads of a multiple of 4")
     hd = dim // heads
-    hidden = ffn_hidden(ffn, ratio, dim)
+    kind, align = ffn
+    hidden = vocabulary.ffn_hidden(kind, ratio, align, dim)
     sd = {}
 
     def linear(prefix, out_f, in_f, bias=True):
@@ -91,7 +99,7 @@ def make_state_dict(dim, depth, heads, ffn, ratio, qkv_bias, seed, local_cls_nor
         linear(f"{b}.attn.proj", dim, dim)
         sd[f"{b}.ls1.gamma"] = torch.exp(uniform(seed, f"{b}.ls1.gamma", (dim,), math.log(1e-2), 0))
         layernorm(f"{b}.norm2")
-        if ffn == "mlp":
+        if kind == "mlp":
             linear(f"{b}.mlp.fc1", hidden, dim)
             linear(f"{b}.mlp.fc2", dim, hidden)
         else:
@@ -114,7 +122,7 @@ def main():
     p.add_argument("--embed-dim", type=int, help="override (tiny test configs)")
     p.add_argument("--depth", type=int, help="override")
     p.add_argument("--heads", type=int, help="override")
-    p.add_argument("--ffn", choices=list(FFN_KINDS), help="override")
+    p.add_argument("--ffn", type=parse_ffn, metavar="mlp|swiglu<ALIGN>", help="override")
     p.add_argument("--ffn-ratio", type=float, help="override")
     p.add_argument("--no-qkv-bias", action="store_true", help="override: no qkv bias (as 7B)")
     p.add_argument("--local-cls-norm", action="store_true",
@@ -126,7 +134,7 @@ def main():
     name = v["name"]
     dim, depth, heads, ratio, qkv_bias = (v["embed_dim"], v["depth"], v["heads"], v["ffn_ratio"],
                                           v["qkv_bias"])
-    ffn = "mlp" if v["ffn"] == "mlp" else f"swiglu{v['ffn_align']}"
+    ffn = (v["ffn"], v["ffn_align"])
     dim = a.embed_dim or dim
     depth = a.depth or depth
     heads = a.heads or heads
@@ -144,7 +152,7 @@ def main():
     os.replace(tmp, a.output)
     params = sum(v.numel() for k, v in sd.items() if not k.endswith("bias_mask"))
     print(
-        f"wrote {a.output}: D={dim} depth={depth} heads={heads} ffn={ffn}x{ratio} "
+        f"wrote {a.output}: D={dim} depth={depth} heads={heads} ffn={ffn_name(*ffn)}x{ratio} "
         f"qkv_bias={qkv_bias} seed={a.seed}, {len(sd)} tensors, {params / 1e6:.1f}M parameters",
         file=sys.stderr,
     )

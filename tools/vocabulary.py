@@ -5,8 +5,8 @@ so that no tool keeps a copy of it. Failures raise ToolError (exit 2 under `run_
 Where it comes from, first match wins:
 - DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON: a file holding that JSON (a machine without
   dinodiff: write it on one that has it with `dinodiff stages --format json > stages.json`);
-- the binary DINODIFF_BIN, else `dinodiff` on PATH, else this checkout's target/release or
-  target/debug build.
+- the binary DINODIFF_BIN (an error when it is set but missing), else this checkout's
+  target/release or target/debug build, else `dinodiff` on PATH.
 
 Tools name stages by their stable `id` (`ls2`, `attn_qkv`, `rope_sin`; `dinodiff stages --format
 json` lists them) and get the canonical names dumps hold from here.
@@ -30,14 +30,23 @@ from toolerror import ToolError  # noqa: E402
 
 
 def _binary():
-    candidates = [os.environ.get("DINODIFF_BIN"), shutil.which("dinodiff"),
-                  REPO / "target" / "release" / "dinodiff", REPO / "target" / "debug" / "dinodiff"]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return str(c)
+    """DINODIFF_BIN when set (it must exist), else this checkout's build, else `dinodiff` on PATH:
+    a tool run from a checkout reads the vocabulary of the binary built from it."""
+    given = os.environ.get("DINODIFF_BIN")
+    if given:
+        if not Path(given).is_file():
+            raise ToolError(f"DINODIFF_BIN={given} does not exist; build it (cargo build --release) "
+                            "or point DINODIFF_BIN at a dinodiff binary")
+        return given
+    for built in (REPO / "target" / "release" / "dinodiff", REPO / "target" / "debug" / "dinodiff"):
+        if built.is_file():
+            return str(built)
+    on_path = shutil.which("dinodiff")
+    if on_path:
+        return on_path
     raise ToolError(
         "cannot find the dinodiff binary for its stage and variant vocabulary: set DINODIFF_BIN, "
-        "put dinodiff on PATH, build this checkout (cargo build --release), or give the JSON "
+        "build this checkout (cargo build --release), put dinodiff on PATH, or give the JSON "
         "files with DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON")
 
 

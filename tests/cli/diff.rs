@@ -441,3 +441,24 @@ fn complex_against_real_is_refused_not_a_crash() {
              dtype\n",
         );
 }
+
+#[test]
+fn complex_against_real_of_another_shape_is_a_shape_mismatch_not_a_refusal() {
+    use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = DumpWriter::create(
+        &dir.path().join("a.st"),
+        Manifest::for_this_process(SourceKind::Other),
+    )
+    .unwrap();
+    let record = TensorRecord {
+        native: "w".into(),
+        ..Default::default()
+    };
+    w.write("w", record, safetensors::Dtype::C64, &[3], &[0u8; 24])
+        .unwrap();
+    w.finish().unwrap();
+    crate::common::plain_dump(&dir.path().join("b.st"), &[("w", vec![2], vec![1.0, 3.0])]);
+    let json = crate::common::diff_json(dir.path(), &[], 1);
+    assert_eq!(json["pairs"][0]["shapes"]["kind"], "mismatch", "{json}");
+}

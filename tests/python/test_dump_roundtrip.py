@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-# Canonical stage vocabulary (docs/stages.md), written out independently of src/model/stages.rs.
+# Canonical stage vocabulary (docs/stages.md), written out independently of src/model/stage.rs.
 STEM = ["input", "patch_embed", "tokens", "rope.sin", "rope.cos"]
 BLOCK = ["norm1", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1",
          "residual1", "norm2", "mlp.hidden", "mlp", "ls2", "output"]

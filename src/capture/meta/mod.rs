@@ -227,8 +227,7 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let input = opts.input.load()?;
 
     let started = Instant::now();
-    let loaded = load_model(opts, requested.as_ref(), kind, device)?;
-    check_input(&input, &loaded.arch, &opts.input)?;
+    let loaded = load_model(opts, requested.as_ref(), &input, kind, device)?;
     let load = started.elapsed();
 
     let manifest = meta_manifest(opts, &loaded, &input, device, threads);
@@ -265,11 +264,12 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     })
 }
 
-/// Loads the checkpoint (hashing it meanwhile), resolves and checks its architecture, and builds
-/// the model on `device` in `kind`.
+/// Loads the checkpoint (hashing it meanwhile), resolves and checks its architecture and the
+/// input against it, and only then builds the model on `device` in `kind`.
 fn load_model(
     opts: &MetaOptions,
     requested: Option<&Variant>,
+    input: &ModelInput,
     kind: Kind,
     device: Device,
 ) -> Result<Loaded> {
@@ -295,6 +295,7 @@ fn load_model(
             t.kind()
         );
     }
+    check_input(input, &arch, &opts.input)?;
     let model = MetaVit::new(arch, tensors, kind, device)?;
     Ok(Loaded {
         model,

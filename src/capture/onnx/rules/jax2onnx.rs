@@ -9,7 +9,7 @@
 //!   / second LayerScale's result, `norm2` / `mlp` = DinoMlp's input / result, `residual1` = the
 //!   block's Add that takes `ls1`, `mlp.hidden` = the Gelu inside DinoMlp;
 //! - in MultiHeadAttention: `attn.q` / `attn.k` / `attn.v` = the operands of the `Attention`
-//!   node (q and k after RoPE, [B, H, N, hd]), `attn.sdpa` = the Reshape of its transposed
+//!   node (q and k after RoPE, [B, heads, N, hd]), `attn.sdpa` = the Reshape of its transposed
 //!   result ([B·N, D], written as [1, B·N, D]: captures run batch 1); `attn.qkv` = the first
 //!   three Gemms (the q, k, v projections, [N, D] each) concatenated along the last axis
 //!   ([1, N, 3D]; Equinox has no fused projection, so the stage is assembled from its pieces,
