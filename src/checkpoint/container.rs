@@ -346,3 +346,177 @@ fn follow(u: &Unpickled, key: &str) -> (Vec<String>, String) {
     }
     (path, parts.join("."))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::pickle::{Obj, Objects};
+    use super::*;
+    use safetensors::Dtype;
+    use std::rc::Rc;
+
+    fn t() -> Value {
+        Value::Tensor(Rc::new(TensorRef {
+            dtype: Dtype::F32,
+            shape: vec![1],
+            strides: vec![1],
+            storage_offset: 0,
+            storage: "0".into(),
+        }))
+    }
+
+    fn dict(objects: &mut Objects, entries: Vec<(&str, Value)>) -> Value {
+        let mut d = Dict::ordered();
+        for (k, v) in entries {
+            d.insert(Value::Str(Rc::from(k)), v).unwrap();
+        }
+        objects.0.push(Obj::Dict(d));
+        Value::Dict(objects.0.len() - 1)
+    }
+
+    fn model(objects: &mut Objects, prefix: &str, extra: &[&str]) -> Value {
+        let mut names = vec![format!("{prefix}cls_token"), format!("{prefix}norm.weight")];
+        names.extend(extra.iter().map(|e| e.to_string()));
+        let entries = names.iter().map(|n| (n.as_str(), t())).collect();
+        dict(objects, entries)
+    }
+
+    fn accept(s: &Shapes) -> bool {
+        s.contains_key("cls_token") && s.contains_key("norm.weight")
+    }
+
+    fn choose_in(u: &Unpickled, key: Option<&str>) -> Result<Chosen, String> {
+        choose(u, key, &accept)
+    }
+
+    #[test]
+    fn flat_nested_and_prefixed_state_dicts_are_found() {
+        let mut o = Objects::default();
+        let root = model(&mut o, "", &[]);
+        let u = Unpickled { root, objects: o };
+        let c = choose_in(&u, None).unwrap();
+        assert_eq!(
+            (c.key.as_str(), c.prefix.as_str(), c.choice),
+            ("", "", Choice::Found)
+        );
+        assert!(c.accepted && c.ordered);
+
+        let mut o = Objects::default();
+        let sd = model(&mut o, "module._orig_mod.", &[]);
+        let root = dict(&mut o, vec![("model", sd), ("epoch", Value::Int(3))]);
+        let u = Unpickled { root, objects: o };
+        let c = choose_in(&u, None).unwrap();
+        assert_eq!(
+            (c.key.as_str(), c.prefix.as_str()),
+            ("model", "module._orig_mod.")
+        );
+        let names: Vec<_> = c.tensors.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cls_token", "norm.weight"]);
+        let c = choose_in(&u, Some("model")).unwrap();
+        assert_eq!(
+            (c.choice, c.prefix.as_str()),
+            (Choice::Explicit, "module._orig_mod.")
+        );
+    }
+
+    #[test]
+    fn teacher_and_student_are_ambiguous_until_a_key_is_given() {
+        let mut o = Objects::default();
+        let teacher = model(&mut o, "backbone.", &["dino_head.w"]);
+        let student = model(&mut o, "backbone.", &["dino_head.w"]);
+        let root = dict(&mut o, vec![("teacher", teacher), ("student", student)]);
+        let u = Unpickled { root, objects: o };
+        let e = choose_in(&u, None).unwrap_err();
+        assert!(
+            e.contains("`--key teacher.backbone`, `--key student.backbone`"),
+            "{e}"
+        );
+        let c = choose_in(&u, Some("teacher")).unwrap();
+        assert_eq!(
+            (c.key.as_str(), c.prefix.as_str(), c.left_out),
+            ("teacher", "backbone.", 1)
+        );
+        let c = choose_in(&u, Some("student.backbone")).unwrap();
+        assert_eq!(
+            (c.key.as_str(), c.prefix.as_str()),
+            ("student", "backbone.")
+        );
+        assert!(c.accepted);
+        let c = choose_in(&u, Some("student.dino_head")).unwrap();
+        assert!(!c.accepted && c.tensors.len() == 1);
+        let e = choose_in(&u, Some("ema")).unwrap_err();
+        assert!(
+            e.contains("`--key teacher`: 3 tensors; `--key student`: 3 tensors"),
+            "{e}"
+        );
+        let e = choose_in(&u, Some("teacher.head")).unwrap_err();
+        assert!(
+            e.contains("no tensor of `teacher` starts with `head.`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_flat_dict_of_two_models_is_split_by_prefix() {
+        let mut o = Objects::default();
+        let names = [
+            "teacher.backbone.cls_token",
+            "teacher.backbone.norm.weight",
+            "student.backbone.cls_token",
+            "student.backbone.norm.weight",
+        ];
+        let root = dict(&mut o, names.iter().map(|n| (*n, t())).collect());
+        let u = Unpickled { root, objects: o };
+        assert!(
+            choose_in(&u, None)
+                .unwrap_err()
+                .contains("`--key teacher.backbone`")
+        );
+        let c = choose_in(&u, Some("student.backbone")).unwrap();
+        assert_eq!(
+            (c.key.as_str(), c.prefix.as_str()),
+            ("", "student.backbone.")
+        );
+        let e = choose_in(&u, Some("")).unwrap_err();
+        assert!(e.contains("several state dicts that fit"), "{e}");
+    }
+
+    #[test]
+    fn nothing_acceptable_cycles_and_odd_roots() {
+        let mut o = Objects::default();
+        let root = dict(&mut o, vec![("w", t())]);
+        let Value::Dict(id) = root else { panic!() };
+        let Obj::Dict(d) = &mut o.0[id] else { panic!() };
+        d.insert(Value::Str(Rc::from("self")), Value::Dict(id))
+            .unwrap();
+        let u = Unpickled { root, objects: o };
+        let c = choose_in(&u, None).unwrap();
+        assert_eq!((c.choice, c.accepted), (Choice::Only, false));
+        assert_eq!(c.skipped, ["self (dict)"]);
+
+        let mut o = Objects::default();
+        let a = dict(&mut o, vec![("w", t())]);
+        let b = dict(&mut o, vec![("w", t())]);
+        let root = dict(&mut o, vec![("a", a), ("b", b)]);
+        let u = Unpickled { root, objects: o };
+        let e = choose_in(&u, None).unwrap_err();
+        assert!(e.contains("choose one with --key"), "{e}");
+
+        let u = Unpickled {
+            root: t(),
+            objects: Objects::default(),
+        };
+        assert!(
+            choose_in(&u, None)
+                .unwrap_err()
+                .contains("is a tensor, not a dict")
+        );
+        let mut o = Objects::default();
+        let root = dict(&mut o, vec![("epoch", Value::Int(1))]);
+        let u = Unpickled { root, objects: o };
+        assert!(
+            choose_in(&u, None)
+                .unwrap_err()
+                .contains("holds no tensors")
+        );
+    }
+}

@@ -210,7 +210,7 @@ mod tests {
     fn views_outside_their_storage_are_refused() {
         let e = TensorRef::new(Dtype::F32, vec![3, 4], vec![4, 1], 1, "7".into(), 12);
         assert!(e.unwrap_err().contains("reaches element 12 of storage `7`"));
-        let e = TensorRef::new(Dtype::F32, vec![2], vec![usize::MAX], 0, "7".into(), 12);
+        let e = TensorRef::new(Dtype::F32, vec![2], vec![usize::MAX], 1, "7".into(), 12);
         assert!(e.unwrap_err().contains("overflows"));
         let e = TensorRef::new(
             Dtype::F32,

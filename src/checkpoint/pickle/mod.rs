@@ -16,7 +16,7 @@ pub mod torch;
 pub mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::rc::Rc;
