@@ -227,7 +227,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let Value::Dict(id) = self.top()?.clone() else {
