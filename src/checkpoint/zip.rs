@@ -262,6 +262,59 @@ pub(crate) mod tests {
         assert!(a.has("data.pkl") && !a.has("byteorder"));
     }
 
+    /// `zip` with its end record moved to zip64 records (counts, sizes and offsets all ones).
+    fn as_zip64(mut zip: Vec<u8>) -> Vec<u8> {
+        let end = zip.split_off(zip.len() - END_LEN);
+        let count = u64::from(u16_at(&end, 10).unwrap());
+        let size = u64::from(u32_at(&end, 12).unwrap());
+        let offset = u64::from(u32_at(&end, 16).unwrap());
+        let record = zip.len() as u64;
+        zip.extend(END64.to_le_bytes());
+        zip.extend(44u64.to_le_bytes());
+        zip.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for v in [count, count, size, offset] {
+            zip.extend(v.to_le_bytes());
+        }
+        zip.extend(LOCATOR64.to_le_bytes());
+        zip.extend(0u32.to_le_bytes());
+        zip.extend(record.to_le_bytes());
+        zip.extend(1u32.to_le_bytes());
+        zip.extend(END.to_le_bytes());
+        zip.extend([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        zip.extend([0xff; 8]);
+        zip.extend([0, 0]);
+        zip
+    }
+
+    #[test]
+    fn zip64_end_records_are_followed() {
+        let zip = as_zip64(stored_zip(&[
+            ("ck/data.pkl", b"\x80\x02N."),
+            ("ck/data/0", b"abcd"),
+        ]));
+        let a = Archive::parse(&zip).unwrap();
+        assert_eq!(&zip[a.entry(&zip, "data/0").unwrap().unwrap()], b"abcd");
+        let mut e = Entry {
+            method: 0,
+            compressed: u32::MAX.into(),
+            size: 7,
+            local_header: u32::MAX.into(),
+        };
+        let extra = [
+            &[1u8, 0, 16, 0][..],
+            &5u64.to_le_bytes(),
+            &9u64.to_le_bytes(),
+        ]
+        .concat();
+        apply_zip64(&extra, &mut e).unwrap();
+        assert_eq!((e.size, e.compressed, e.local_header), (7, 5, 9));
+        assert!(apply_zip64(&extra[..12], &mut e).is_none());
+        let mut cut = zip.clone();
+        let locator = cut.len() - END_LEN - 20;
+        cut[locator + 8] = 0xee;
+        assert!(Archive::parse(&cut).unwrap_err().contains("zip64"));
+    }
+
     #[test]
     fn compressed_and_cut_archives_are_refused() {
         let mut zip = stored_zip(&[("ck/data.pkl", b"\x80\x02N.")]);

@@ -174,6 +174,9 @@ pub fn call(callable: &Value, args: &Value, objects: &mut Objects) -> Result<Val
     };
     let args = &args.items;
     let first = args.first();
+    if objects.0.len() >= super::MAX_OBJECTS {
+        return Err(format!("more than {} lists and dicts", super::MAX_OBJECTS));
+    }
     match (g, first) {
         (Global::OrderedDict, None) => {
             objects.0.push(Obj::Dict(super::value::Dict::ordered()));
