@@ -166,8 +166,16 @@ impl StateDict {
     }
 }
 
-/// The legacy (non-zip) format starts with the pickle of torch's magic number.
-const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+/// The legacy (non-zip) format starts with a pickle of torch's magic number (`LONG1` of 10
+/// bytes), right after `PROTO` (and a `FRAME` header at protocol 4 and later).
+const LEGACY_MAGIC: &[u8] = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
+fn is_legacy(b: &[u8]) -> bool {
+    b.starts_with(b"\x80")
+        && b[..b.len().min(32)]
+            .windows(LEGACY_MAGIC.len())
+            .any(|w| w == LEGACY_MAGIC)
+}
 
 /// What [`read`] finds in the bytes of a file: everything but the map itself.
 struct Layout {
@@ -240,7 +248,7 @@ fn small_entry(b: &[u8], archive: &zip::Archive, name: &str) -> Result<Option<St
 
 /// Everything [`open`] does on the bytes of the file; errors without the file name.
 fn read(b: &[u8], path: &Path, selection: &Selection) -> Result<Layout, String> {
-    if b.starts_with(LEGACY_MAGIC) {
+    if is_legacy(b) {
         return Err(legacy_message(path));
     }
     if !b.starts_with(b"PK\x03\x04") {

@@ -153,7 +153,8 @@ fn a_malicious_pickle_is_refused_by_name() {
 
 #[test]
 fn legacy_foreign_and_missing_files_say_what_to_do() {
-    let mut legacy = LEGACY_MAGIC.to_vec();
+    let mut legacy = b"\x80\x02".to_vec();
+    legacy.extend(LEGACY_MAGIC);
     legacy.extend(b".\x80\x02M\xe9\x03.");
     let f = file_with(&legacy);
     let e = open(
@@ -172,6 +173,9 @@ fn legacy_foreign_and_missing_files_say_what_to_do() {
         "{e}"
     );
     assert!(e.contains(&format!("'{shown}.zip.pth'")), "{e}");
+    let mut framed = b"\x80\x04\x95\x0e\x00\x00\x00\x00\x00\x00\x00".to_vec();
+    framed.extend(LEGACY_MAGIC);
+    assert!(read_bytes(&framed).err().unwrap().contains("legacy format"));
     let e = read_bytes(b"{\"json\": 1}").err().unwrap();
     assert!(e.contains("not a torch.save checkpoint"), "{e}");
     let e = read_bytes(b"PK\x03\x04 and then nothing").err().unwrap();

@@ -164,6 +164,9 @@ def test_legacy_format_is_refused_with_the_resave_command(run, tmp_path):
     # The command it gives works, and its output is read.
     subprocess.run(command.replace("python", sys.executable, 1), shell=True, check=True)
     check_tensors(listing(run, tmp_path / "old.zip.pth"), {"w": torch.ones(2)})
+    torch.save({"w": torch.ones(2)}, tmp_path / "old4.pth", _use_new_zipfile_serialization=False,
+               pickle_protocol=4)
+    assert "legacy format" in run("checkpoint", tmp_path / "old4.pth", expect=(2,)).stderr
 
 
 class Evil:
