@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             })?;
             Ok(exit::WITHIN_TOLERANCE)
         }
+        Command::Checkpoint(args) => run_checkpoint(&args),
         Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
         Command::Capture(CaptureCommand::Onnx(args)) => run_capture_onnx(args),
         Command::Capture(CaptureCommand::Eqx(args)) => run_capture_eqx(args),
@@ -105,6 +106,26 @@ fn run_inspect(args: &crate::cli::InspectArgs) -> Result<u8> {
         InspectFormat::Markdown => Box::new(report::MarkdownRenderer),
     };
     print(&renderer.inspect(&inspection))?;
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
+/// `dinodiff checkpoint`: the state dict is the one whose keys Meta's DINOv3 infers from.
+fn run_checkpoint(args: &crate::cli::CheckpointArgs) -> Result<u8> {
+    let accept = |shapes: &dinodiff::checkpoint::Shapes| {
+        dinodiff::model::Architecture::infer(shapes).is_ok()
+    };
+    let sd = dinodiff::checkpoint::open(
+        &args.file,
+        &dinodiff::checkpoint::Selection {
+            key: args.key.as_deref(),
+            accept: &accept,
+        },
+    )?;
+    let listing = dinodiff::checkpoint::listing(&sd, args.format == ListFormat::Json);
+    print(&match args.format {
+        ListFormat::Table => report::checkpoint::table(&listing),
+        ListFormat::Json => json_text(&listing),
+    })?;
     Ok(exit::WITHIN_TOLERANCE)
 }
 

@@ -32,6 +32,21 @@ pub enum Command {
     Stages(VocabularyArgs),
     /// List the DINOv3 hub variants and their dimensions
     Variants(VocabularyArgs),
+    /// Read a torch.save checkpoint without libtorch: where its state dict is, and every tensor
+    Checkpoint(CheckpointArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// A .pth file written by torch.save (torch >= 1.6)
+    pub file: PathBuf,
+    /// Where the state dict is: dict keys from the root, then a name prefix to strip
+    /// (e.g. `teacher.backbone`, `model`, `module`; '' = the root dict)
+    #[arg(long)]
+    pub key: Option<String>,
+    /// json adds the sha256 of each tensor's row-major little-endian values
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! - [`dump`]: the `.st` format (manifest, streaming writer, validating reader);
 //! - [`model`]: DINOv3 variants, the canonical stage vocabulary, Meta's checkpoint keys;
 //! - [`onnx`]: the ONNX protobuf subset and local-function inlining;
+//! - [`checkpoint`]: a reader of `torch.save` checkpoints (zip, pickle allow-list, containers);
 //! - [`capture`]: capture backends and the shared model input (`prep`);
 //! - [`align`], [`metrics`], [`diff`], [`triangulate`]: the comparisons, as data;
 //! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
@@ -14,6 +15,7 @@
 
 pub mod align;
 pub mod capture;
+pub mod checkpoint;
 pub mod diff;
 pub mod dump;
 pub mod exit;

@@ -18,6 +18,7 @@
 //!
 //! A new format (HTML, …) is one more [`Renderer`] implementation.
 
+pub mod checkpoint;
 pub mod json;
 pub mod markdown;
 pub mod table;
