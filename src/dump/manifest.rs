@@ -186,7 +186,8 @@ impl Manifest {
     }
 
     /// The manifest a reader assumes for a safetensors file that has none: source `other`,
-    /// execution order = data order, native names = tensor names.
+    /// execution order = `names` as given ([`super::reader::implied_order`]), native names =
+    /// tensor names.
     pub fn implied(names_in_data_order: &[String]) -> Manifest {
         Manifest {
             format_version: FORMAT_VERSION,

@@ -10,6 +10,7 @@
 //! cache, not heap. A file modified while mapped is outside the contract.
 
 use super::manifest::{FORMAT_VERSION, MANIFEST_KEY, Manifest};
+use crate::model::Stage;
 use memmap2::Mmap;
 use safetensors::Dtype;
 use serde_json::Value;
@@ -43,7 +44,7 @@ pub struct Dump {
     path: PathBuf,
     map: Mmap,
     data_start: usize,
-    /// In execution order (the manifest's `order`, else data order).
+    /// In execution order (the manifest's `order`, else [`implied_order`]).
     tensors: Vec<TensorEntry>,
     index: HashMap<String, usize>,
     manifest: Manifest,
@@ -125,7 +126,7 @@ impl Dump {
         let data_order: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
         let (manifest, has_manifest) = match metadata.as_ref().and_then(|m| m.get(MANIFEST_KEY)) {
             Some(json) => (parse_manifest(json, &entries).map_err(fail)?, true),
-            None => (Manifest::implied(&data_order), false),
+            None => (Manifest::implied(&implied_order(data_order)), false),
         };
         let mut by_name: HashMap<String, TensorEntry> =
             entries.into_iter().map(|e| (e.name.clone(), e)).collect();
@@ -187,6 +188,26 @@ impl Dump {
         let _ = self.map.advise(memmap2::Advice::Sequential);
         let _ = self.map.advise(memmap2::Advice::WillNeed);
     }
+}
+
+/// The execution order of a file without a manifest: the tensors with canonical stage names in
+/// stage order (stem, blocks by index and stage, head), then the others in file (data) order.
+/// Stock writers (`safetensors.numpy.save_file`) store tensors alphabetically, which is no
+/// execution order at all.
+pub fn implied_order(data_order: Vec<String>) -> Vec<String> {
+    let (mut canonical, rest): (Vec<(Stage, String)>, Vec<String>) = {
+        let mut canonical = Vec::new();
+        let mut rest = Vec::new();
+        for name in data_order {
+            match Stage::parse(&name) {
+                Some(stage) => canonical.push((stage, name)),
+                None => rest.push(name),
+            }
+        }
+        (canonical, rest)
+    };
+    canonical.sort();
+    canonical.into_iter().map(|(_, n)| n).chain(rest).collect()
 }
 
 pub fn io_problem(e: &std::io::Error) -> String {

@@ -71,6 +71,9 @@ pub fn dump_summary(d: &DumpInfo) -> String {
         s.push_str(&format!(", {v}"));
     }
     s.push_str(&format!(", {} tensors", d.tensors));
+    if !d.has_manifest {
+        s.push_str(", no manifest: canonical stage order, then file order");
+    }
     s
 }
 
@@ -308,7 +311,11 @@ pub fn inspect_lines(i: &Inspection) -> Vec<String> {
         i.tensors.len()
     )];
     if !i.has_manifest {
-        out.push("no dinodiff manifest: a plain safetensors file (order = data order)".into());
+        out.push(
+            "no dinodiff manifest: a plain safetensors file (order: canonical stage names in \
+             stage order, then the others in file order)"
+                .into(),
+        );
         return out;
     }
     let m = &i.manifest;
