@@ -1,8 +1,8 @@
 //! Element decoding: raw little-endian tensor bytes to `f64`, the type every metric accumulates in.
 //!
-//! Contract: [`ElementKind::of`] says how a dtype is compared: floats (F16, BF16, F32, F64) by value
-//! with NaN/Inf tracked, integers and booleans exactly, anything else (FP8/FP4 families, complex)
-//! byte for byte. [`decode_into`] fills `out` with `out.len()` elements starting at element 0 of
+//! Contract: [`ElementKind::of`] says how a dtype is compared: floats (F16, BF16, F32, F64 and the
+//! 8-bit floats, decoded exactly by [`super::fp8`]) by value with NaN/Inf tracked, integers and
+//! booleans exactly, anything else (the packed FP4/FP6 formats, complex) byte for byte. [`decode_into`] fills `out` with `out.len()` elements starting at element 0 of
 //! `bytes`; integers above 2^53 lose precision there, which is why exactness for integers is
 //! decided on the raw values, not on the decoded ones.
 
@@ -21,6 +21,11 @@ impl ElementKind {
     pub fn of(dtype: Dtype) -> ElementKind {
         match dtype {
             Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64 => ElementKind::Float,
+            Dtype::F8_E4M3
+            | Dtype::F8_E5M2
+            | Dtype::F8_E4M3FNUZ
+            | Dtype::F8_E5M2FNUZ
+            | Dtype::F8_E8M0 => ElementKind::Float,
             Dtype::I8
             | Dtype::U8
             | Dtype::I16
@@ -75,7 +80,10 @@ pub fn decode_into(dtype: Dtype, bytes: &[u8], out: &mut [f64]) {
         Dtype::I64 => decode!(i64, |v| v as f64),
         Dtype::U64 => decode!(u64, |v| v as f64),
         Dtype::BOOL => decode!(u8, |v: u8| f64::from(u8::from(v != 0))),
-        other => panic!("decode_into: {other} is not decodable"),
+        other => match super::fp8::table_of(other) {
+            Some(table) => decode!(u8, |v: u8| table[usize::from(v)]),
+            None => panic!("decode_into: {other} is not decodable"),
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`element`]: decoding raw elements to `f64`.
 
 pub mod element;
+pub mod fp8;
 pub mod manifest;
 pub mod reader;
 pub mod writer;

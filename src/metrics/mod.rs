@@ -14,7 +14,8 @@
 //!   (1 when both are all zeros, 0 when exactly one is);
 //! - a position is *over tolerance* when `|a-b| > atol + rtol * max(|a|, |b|)`;
 //! - integer and bool tensors are compared exactly: any differing element fails, whatever the
-//!   tolerance; opaque dtypes (FP8, complex, ...) are compared byte for byte.
+//!   tolerance; opaque dtypes (complex, packed F4/F6) are compared byte for byte; the 8-bit
+//!   floats are floats (decoded exactly, `dump::fp8`).
 
 mod kernel;
 mod stats;
@@ -90,7 +91,7 @@ impl Comparison {
     }
 }
 
-/// Why two dtypes cannot be compared, if they cannot: an opaque dtype (FP8, complex, ...) is
+/// Why two dtypes cannot be compared, if they cannot: an opaque dtype (complex, F4, F6) is
 /// compared byte for byte, so only with the same dtype. [`compare`] needs this to be `None`.
 pub fn incomparable(a: Dtype, b: Dtype) -> Option<String> {
     let opaque = |d| !ElementKind::decodable(d);

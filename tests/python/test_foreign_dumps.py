@@ -62,3 +62,60 @@ def test_inspect_lists_a_stock_file_in_that_order(tmp_path, run):
     save_file(a, str(tmp_path / "a.safetensors"))
     listed = json.loads(run("inspect", tmp_path / "a.safetensors", "--format", "json").stdout)
     assert [t["name"] for t in listed["tensors"]] == ORDER + ["aa_extra", "zz_extra"]
+
+
+def write_raw(path, tensors):
+    """A plain safetensors file written byte by byte (name -> (dtype name, shape, raw bytes)), for
+    dtypes numpy has no name for in safetensors' own API."""
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+FP8 = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+       "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu"}
+
+
+def test_every_fp8_value_equals_ml_dtypes_decoding(tmp_path, run):
+    import ml_dtypes
+
+    every_byte = np.arange(256, dtype=np.uint8)
+    for name, ml_name in FP8.items():
+        decoded = every_byte.view(getattr(ml_dtypes, ml_name)).astype(np.float32)
+        write_raw(tmp_path / "q.safetensors", {"x": (name, [256], every_byte.tobytes())})
+        save_file({"x": decoded}, str(tmp_path / "ref.safetensors"))
+        report = json.loads(run("diff", tmp_path / "q.safetensors", tmp_path / "ref.safetensors",
+                                "--format", "json", "--atol", "0", "--rtol", "0").stdout)
+        m = report["pairs"][0]["metrics"]
+        assert report["verdict"]["pass"], (name, m)
+        assert (m["max_abs"], m["nonfinite_mismatches"]) == (0.0, 0), name
+        assert m["nan_a"] == int(np.isnan(decoded).sum()), name
+        assert m["inf_a"] == int(np.isinf(decoded).sum()), name
+        stats = json.loads(run("inspect", tmp_path / "q.safetensors", "--format", "json").stdout)
+        finite = decoded[np.isfinite(decoded)].astype(np.float64)
+        s = stats["tensors"][0]["stats"]
+        assert (s["min"], s["max"]) == (finite.min(), finite.max()), name
+        assert abs(s["mean"] - finite.mean()) <= 1e-12 * max(1.0, abs(finite.mean())), name
+
+
+def test_an_fp8_run_against_its_f32_reference_reports_the_quantization_error(tmp_path, run):
+    import ml_dtypes
+
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal(1000).astype(np.float32)
+    q = ref.astype(ml_dtypes.float8_e4m3fn)
+    write_raw(tmp_path / "q.safetensors", {"x": ("F8_E4M3", [1000], q.tobytes())})
+    save_file({"x": ref}, str(tmp_path / "ref.safetensors"))
+    m = json.loads(run("diff", tmp_path / "q.safetensors", tmp_path / "ref.safetensors",
+                       "--format", "json", expect=(1,)).stdout)["pairs"][0]["metrics"]
+    delta = np.abs(q.astype(np.float64) - ref.astype(np.float64))
+    assert m["max_abs"] == delta.max()
+    assert abs(m["mean_abs"] - delta.mean()) <= 1e-12
+    cosine = (q.astype(np.float64) @ ref.astype(np.float64)) / (
+        np.linalg.norm(q.astype(np.float64)) * np.linalg.norm(ref.astype(np.float64)))
+    assert abs(m["cosine"] - cosine) <= 1e-12
