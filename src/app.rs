@@ -134,6 +134,11 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
         "--atol and --rtol must be finite and non-negative"
     );
+    ensure!(
+        (0.0..=1.0).contains(&args.min_coverage),
+        "--min-coverage {} is not a fraction between 0 and 1",
+        args.min_coverage
+    );
     let a = Dump::open(&args.a)?;
     let b = Dump::open(&args.b)?;
     let map = match &args.map {
@@ -147,6 +152,7 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         },
         allow_input_mismatch: args.allow_input_mismatch,
         map,
+        min_coverage: args.min_coverage,
     };
     let renderer = diff_renderer(args);
     let options = report::Options {

@@ -141,6 +141,10 @@ pub struct DiffArgs {
     /// Compare dumps whose manifests record different input hashes
     #[arg(long)]
     pub allow_input_mismatch: bool,
+    /// Below this coverage (0..1: paired share of the canonical stages either dump has, or of the
+    /// smaller dump's tensors when neither has any) the verdict is INCOMPLETE, exit 1
+    #[arg(long, default_value_t = dinodiff::diff::DEFAULT_MIN_COVERAGE, value_name = "FRACTION")]
+    pub min_coverage: f64,
     #[arg(long, value_enum, default_value_t = DiffFormat::Table)]
     pub format: DiffFormat,
     /// Colour cells over tolerance (table format); auto = when stdout is a terminal and NO_COLOR is unset

@@ -11,7 +11,12 @@
 //!   the largest max|Δ| (or, when nothing fails, the pair with the largest max|Δ|);
 //! - a pair's amplification is its max|Δ| over that of the previous compared pair in execution
 //!   order (absent when that one is 0);
-//! - the verdict passes when no pair fails and no pair has mismatched shapes.
+//! - coverage ([`Coverage`]): when the two dumps' canonical stage names (`input` aside) exist, the
+//!   share of their union that was paired; otherwise the pairs over the smaller dump's tensor
+//!   count. Below `min_coverage` the verdict is INCOMPLETE: a diff that compares almost nothing
+//!   proves nothing;
+//! - the verdict passes when no pair fails, no pair has mismatched shapes and coverage is
+//!   complete enough.
 
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
 use crate::dump::{Dump, SourceKind};
@@ -146,6 +151,75 @@ pub struct Verdict {
     pub compared: usize,
     pub failed: usize,
     pub shape_mismatches: usize,
+    /// Coverage below `min_coverage`: the diff compared too little to say PASS.
+    pub incomplete: bool,
+    pub coverage: Coverage,
+}
+
+/// How much of what could be compared was.
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    /// `canonical_stages` or `smaller_dump` (see the module docs).
+    pub basis: CoverageBasis,
+    pub paired: usize,
+    pub comparable: usize,
+    /// paired / comparable (0 when nothing is comparable).
+    pub fraction: f64,
+    pub min_coverage: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverageBasis {
+    CanonicalStages,
+    SmallerDump,
+}
+
+/// The default `--min-coverage`.
+pub const DEFAULT_MIN_COVERAGE: f64 = 0.5;
+
+fn coverage(a: &Dump, b: &Dump, pairs: &[PairResult], min_coverage: f64) -> Coverage {
+    let canonical = |d: &Dump| -> std::collections::BTreeSet<String> {
+        d.tensors()
+            .iter()
+            .filter(|t| Stage::parse(&t.name).is_some_and(|s| s != Stage::INPUT))
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    let union: std::collections::BTreeSet<String> =
+        canonical(a).union(&canonical(b)).cloned().collect();
+    let (basis, paired, comparable) = if union.is_empty() {
+        let smaller = a.tensors().len().min(b.tensors().len());
+        (CoverageBasis::SmallerDump, pairs.len(), smaller)
+    } else {
+        let paired = pairs.iter().filter(|p| union.contains(&p.name)).count();
+        (CoverageBasis::CanonicalStages, paired, union.len())
+    };
+    let fraction = if comparable == 0 {
+        0.0
+    } else {
+        paired as f64 / comparable as f64
+    };
+    Coverage {
+        basis,
+        paired,
+        comparable,
+        fraction,
+        min_coverage,
+    }
+}
+
+fn verdict(pairs: &[PairResult], failing: usize, coverage: Coverage) -> Verdict {
+    let shape_mismatches = pairs.iter().filter(|p| p.metrics.is_none()).count();
+    let incomplete = coverage.fraction < coverage.min_coverage;
+    Verdict {
+        pass: failing == 0 && !incomplete,
+        compared: pairs.len() - shape_mismatches,
+        failed: failing,
+        shape_mismatches,
+        incomplete,
+        coverage,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +243,8 @@ pub struct DiffOptions {
     pub tolerance: Tolerance,
     pub allow_input_mismatch: bool,
     pub map: NameMap,
+    /// Below this coverage the verdict is INCOMPLETE ([`DEFAULT_MIN_COVERAGE`]).
+    pub min_coverage: f64,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -291,13 +367,11 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
     } else {
         failing.iter().copied().max_by(by_max)
     };
-    let shape_mismatches = pairs.iter().filter(|p| p.metrics.is_none()).count();
-    let verdict = Verdict {
-        pass: failing.is_empty(),
-        compared: pairs.len() - shape_mismatches,
-        failed: failing.len(),
-        shape_mismatches,
-    };
+    let verdict = verdict(
+        &pairs,
+        failing.len(),
+        coverage(a, b, &pairs, opts.min_coverage),
+    );
     Ok(DiffReport {
         schema: SCHEMA,
         a: DumpInfo::of(a),

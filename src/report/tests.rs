@@ -112,6 +112,14 @@ fn report(pairs: &[(&str, f64, bool)], status: InputStatus, strays: [&[&str]; 2]
             compared: pairs.len(),
             failed: failing.len(),
             shape_mismatches: 0,
+            incomplete: false,
+            coverage: crate::diff::Coverage {
+                basis: crate::diff::CoverageBasis::CanonicalStages,
+                paired: pairs.len(),
+                comparable: pairs.len(),
+                fraction: 1.0,
+                min_coverage: crate::diff::DEFAULT_MIN_COVERAGE,
+            },
         },
         pairs,
     }

@@ -7,7 +7,9 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
-use crate::diff::{DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict};
+use crate::diff::{
+    Coverage, CoverageBasis, DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict,
+};
 use crate::inspect::Inspection;
 use crate::metrics::Stats;
 use crate::model::{Headline, Stage};
@@ -104,9 +106,28 @@ fn tolerance(r: &DiffReport) -> String {
 pub fn verdict(r: &DiffReport) -> String {
     let v = &r.verdict;
     let tol = tolerance(r);
+    let partial = match coverage(&v.coverage) {
+        Some(c) if v.coverage.fraction < 1.0 => format!(" ({c})"),
+        _ => String::new(),
+    };
+    if v.incomplete {
+        let c = &v.coverage;
+        return format!(
+            "verdict: INCOMPLETE: only {} of {} {} paired ({:.1}%, below --min-coverage {}%); \
+             {} of {} compared pairs over tolerance ({tol}). Pair more tensors (--map, \
+             docs/alignment.md) or lower --min-coverage",
+            c.paired,
+            c.comparable,
+            coverage_unit(c),
+            100.0 * c.fraction,
+            100.0 * c.min_coverage,
+            v.failed,
+            v.compared + v.shape_mismatches
+        );
+    }
     if v.pass {
         return format!(
-            "verdict: PASS: {} tensor pairs compared, all within tolerance ({tol})",
+            "verdict: PASS: {} tensor pairs compared{partial}, all within tolerance ({tol})",
             v.compared
         );
     }
@@ -118,12 +139,36 @@ pub fn verdict(r: &DiffReport) -> String {
     if v.shape_mismatches > 0 {
         why.push_str(&format!(" ({} with mismatched shapes)", v.shape_mismatches));
     }
-    format!("verdict: FAIL: {why} ({tol})")
+    format!("verdict: FAIL: {why}{partial} ({tol})")
+}
+
+fn coverage_unit(c: &Coverage) -> &'static str {
+    match c.basis {
+        CoverageBasis::CanonicalStages => "canonical stages",
+        CoverageBasis::SmallerDump => "tensors of the smaller dump",
+    }
+}
+
+/// `coverage 30 of 38 canonical stages`.
+fn coverage(c: &Coverage) -> Option<String> {
+    (c.comparable > 0).then(|| {
+        format!(
+            "coverage {} of {} {}",
+            c.paired,
+            c.comparable,
+            coverage_unit(c)
+        )
+    })
 }
 
 /// `PASS`, or `FAIL (7 of 38)`: a verdict in a table cell.
 pub fn verdict_short(v: &Verdict) -> String {
-    if v.pass {
+    if v.incomplete {
+        format!(
+            "INCOMPLETE ({} of {})",
+            v.coverage.paired, v.coverage.comparable
+        )
+    } else if v.pass {
         "PASS".into()
     } else {
         format!("FAIL ({} of {})", v.failed, v.compared + v.shape_mismatches)

@@ -289,9 +289,12 @@ fn map_file_pairs_and_rewrites_names() {
             ("head".into(), "classifier".into(), "map_pair".into()),
         ]
     );
-    // Without the map nothing pairs, and nothing is paired by position.
-    let json = diff_json(dir.path(), &[], 0);
+    // Without the map nothing pairs, and nothing is paired by position: a diff that compared
+    // nothing is INCOMPLETE (exit 1), never a PASS.
+    let json = diff_json(dir.path(), &[], 1);
     assert_eq!(json["pairs"], serde_json::json!([]));
+    assert_eq!(json["verdict"]["incomplete"], true);
+    assert_eq!(json["verdict"]["coverage"]["paired"], 0);
     assert_eq!(
         json["unmatched"]["a"],
         serde_json::json!(["blocks.0.norm1", "head"])
@@ -461,4 +464,41 @@ fn complex_against_real_of_another_shape_is_a_shape_mismatch_not_a_refusal() {
     crate::common::plain_dump(&dir.path().join("b.st"), &[("w", vec![2], vec![1.0, 3.0])]);
     let json = crate::common::diff_json(dir.path(), &[], 1);
     assert_eq!(json["pairs"][0]["shapes"]["kind"], "mismatch", "{json}");
+}
+
+#[test]
+fn a_diff_that_pairs_only_the_input_is_incomplete_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = || vec![1.0, 2.0];
+    plain_dump(
+        &dir.path().join("a.st"),
+        &[
+            ("input", vec![2], x()),
+            ("blocks.0.norm1", vec![2], x()),
+            ("blocks.0.mlp", vec![2], x()),
+            ("cls", vec![2], x()),
+        ],
+    );
+    plain_dump(
+        &dir.path().join("b.st"),
+        &[("input", vec![2], x()), ("encoder/ln", vec![2], x())],
+    );
+    let out = run_in(dir.path(), &["diff", "a.st", "b.st"], 1);
+    assert!(
+        out.contains(
+            "verdict: INCOMPLETE: only 0 of 3 canonical stages paired (0.0%, below --min-coverage \
+             50%); 0 of 1 compared pairs over tolerance (atol 1e-04, rtol 1e-04). Pair more \
+             tensors (--map, docs/alignment.md) or lower --min-coverage"
+        ),
+        "{out}"
+    );
+    let json = diff_json(dir.path(), &["--min-coverage", "0"], 0);
+    assert_eq!(json["verdict"]["pass"], true);
+    assert_eq!(json["verdict"]["coverage"]["comparable"], 3);
+    crate::common::dinodiff()
+        .current_dir(dir.path())
+        .args(["diff", "a.st", "b.st", "--min-coverage", "1.5"])
+        .assert()
+        .code(2)
+        .stderr("error: --min-coverage 1.5 is not a fraction between 0 and 1\n");
 }
