@@ -13,7 +13,8 @@
 //!   both are 0); `cosine` is `a·b / (|a| |b|)` over finite positions
 //!   (1 when both are all zeros, 0 when exactly one is);
 //! - a position is *over tolerance* when `|a-b| > atol + rtol * max(|a|, |b|)`;
-//! - integer and bool tensors are compared exactly: any differing element fails, whatever the
+//! - integer and bool tensors are compared exactly against integer and bool tensors: any
+//!   differing element fails, whatever the tolerance; against a float tensor, by value with the
 //!   tolerance; opaque dtypes (complex, packed F4/F6) are compared byte for byte; the 8-bit
 //!   floats are floats (decoded exactly, `dump::fp8`).
 
@@ -105,13 +106,17 @@ pub fn incomparable(a: Dtype, b: Dtype) -> Option<String> {
 }
 
 /// Compares two tensors element by element. Both must hold the same number of elements
-/// (alignment checks shapes before calling) and be comparable ([`incomparable`]); dtypes may differ between floats (an f16 port
-/// against an f32 reference), in which case the comparison is by value.
+/// (alignment checks shapes before calling) and be comparable ([`incomparable`]). Dtypes may
+/// differ: floats of two widths (an f16 port against an f32 reference) and integers against
+/// floats are compared by value with the tolerance; integers and bools against each other
+/// exactly.
 pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     let n = a.elements();
     assert_eq!(n, b.elements(), "compare: element counts differ");
+    // Exact when neither side is a float; an integer or bool tensor against a float one (a
+    // quantized run against its reference) is compared by value, with the tolerance.
     let exact = ElementKind::of(a.dtype) != ElementKind::Float
-        || ElementKind::of(b.dtype) != ElementKind::Float;
+        && ElementKind::of(b.dtype) != ElementKind::Float;
     if !ElementKind::decodable(a.dtype) || !ElementKind::decodable(b.dtype) {
         return compare_bytes(a, b);
     }

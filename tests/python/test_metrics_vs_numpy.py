@@ -153,3 +153,23 @@ def test_inspect_statistics_match_numpy(tmp_path, run, dtype):
     assert stats["min"] == finite.min() and stats["max"] == finite.max()
     assert stats["mean"] == pytest.approx(finite.mean(), rel=1e-12)
     assert stats["std"] == pytest.approx(finite.std(), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.bool_])
+def test_integers_against_floats_compare_by_value_with_the_tolerance(tmp_path, diff_json, dtype):
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 2 if dtype is np.bool_ else 100, size=(1000,)).astype(dtype)
+    close = a.astype(np.float32) + np.float32(5e-5)
+    far = close.copy()
+    far[[3, 700]] += np.float32(0.5)
+    save_file({"close": a, "far": a}, tmp_path / "a.safetensors")
+    save_file({"close": close, "far": far}, tmp_path / "b.safetensors")
+    report = diff_json(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    by_name = {p["name"]: p for p in report["pairs"]}
+    for name, b in (("close", close), ("far", far)):
+        want = expected(a.astype(np.float64), b.astype(np.float64))
+        got = by_name[name]["metrics"]
+        assert got["exact"] is False
+        assert got["max_abs"] == pytest.approx(want["max_abs"], rel=1e-12)
+        assert got["over_tolerance"] == want["over_tolerance"]
+    assert by_name["close"]["fails"] is False and by_name["far"]["fails"] is True
