@@ -13,6 +13,9 @@
 //! - on CPU, two captures of the same input with the same thread count write identical tensors.
 
 pub mod forward;
+mod hf;
+pub mod tensors;
+pub mod weights;
 
 use super::Precision;
 use super::input::{InputSource, ModelInput};
@@ -33,6 +36,9 @@ pub const LIBTORCH_VERSION: &str = env!("DINODIFF_LIBTORCH_VERSION");
 
 pub struct MetaOptions {
     pub weights: PathBuf,
+    /// `--key`: where the state dict is inside a `.pth` ([`crate::checkpoint::Selection::key`]).
+    pub key: Option<String>,
+    pub loader: weights::Loader,
     pub variant: Option<String>,
     pub input: InputSource,
     pub output: PathBuf,
@@ -46,6 +52,8 @@ pub struct MetaOptions {
 pub struct MetaCapture {
     pub written: WrittenDump,
     pub variant: String,
+    /// What was read from the checkpoint, one line ([`weights::Weights::summary`]).
+    pub checkpoint: String,
     pub threads: i32,
     pub load: Duration,
     /// Wall time of the forward with the stages streamed out.
@@ -93,24 +101,6 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
         Kind::Double => Dtype::F64,
         other => bail!("no dump dtype for libtorch kind {other:?}"),
     })
-}
-
-/// Reads the checkpoint; errors name the file and say what to do.
-fn load_checkpoint(path: &std::path::Path) -> Result<Vec<(String, Tensor)>> {
-    super::pth::sniff(path)?;
-    match Tensor::loadz_multi(path) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            // libtorch's message carries a C++ backtrace after the first line.
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or("").trim();
-            bail!(
-                "libtorch cannot load the checkpoint {}: {first}. A Meta checkpoint is a \
-                 torch.save'd state dict of tensors",
-                path.display()
-            )
-        }
-    }
 }
 
 /// Picks the architecture: inferred, or the requested variant's when the checkpoint agrees.
@@ -205,12 +195,18 @@ fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result
 #[cfg(not(target_endian = "little"))]
 compile_error!("dump tensors are little-endian; the meta capture copies libtorch's native bytes");
 
+/// The checkpoint's size and sha256, computed by a thread while the capture runs.
+type Hashing = std::thread::JoinHandle<std::io::Result<FileIdentity>>;
+
 /// A loaded model with what the manifest records of it.
 struct Loaded {
     model: MetaVit,
     arch: Architecture,
     variant: String,
-    identity: FileIdentity,
+    facts: serde_json::Value,
+    summary: String,
+    hashing: Hashing,
+    hashed: PathBuf,
 }
 
 pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
@@ -250,13 +246,20 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         .f_reshape(&shape)?
         .f_to_device(device)?
         .f_to_kind(kind)?;
-    let writer = run_forward(&loaded, &x, writer, &opts.only)?;
+    let mut writer = run_forward(&loaded, &x, writer, &opts.only)?;
     let forward = forward_started.elapsed();
     let finish_started = Instant::now();
+    let identity = loaded
+        .hashing
+        .join()
+        .expect("the hashing thread does not panic")
+        .with_context(|| format!("hashing the checkpoint {}", loaded.hashed.display()))?;
+    writer.set_model(identity);
     let written = writer.finish()?;
     Ok(MetaCapture {
         written,
         variant: loaded.variant,
+        checkpoint: loaded.summary,
         threads,
         load,
         forward,
@@ -264,8 +267,8 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     })
 }
 
-/// Loads the checkpoint (hashing it meanwhile), resolves and checks its architecture and the
-/// input against it, and only then builds the model on `device` in `kind`.
+/// Loads the checkpoint (hashing it meanwhile, until the dump is finished), resolves and checks
+/// its architecture and the input against it, and only then builds the model on `device` in `kind`.
 fn load_model(
     opts: &MetaOptions,
     requested: Option<&Variant>,
@@ -273,22 +276,17 @@ fn load_model(
     kind: Kind,
     device: Device,
 ) -> Result<Loaded> {
-    // Hash while libtorch reads: both stream the same file, mostly from the page cache.
+    let located = weights::locate(&opts.weights)?;
+    let w = weights::load(&located, opts.key.as_deref(), opts.loader)?;
+    // Hash while the capture runs: the hash reads the file through the page cache.
+    let hashed = w.file.clone();
     let hashing = {
-        let path = opts.weights.clone();
+        let path = hashed.clone();
         std::thread::spawn(move || FileIdentity::of_file(&path, |_| {}))
     };
-    let tensors = load_checkpoint(&opts.weights);
-    let identity = hashing.join().expect("the hashing thread does not panic");
-    let tensors = tensors?;
-    let identity =
-        identity.with_context(|| format!("hashing the checkpoint {}", opts.weights.display()))?;
-    let shapes: Shapes = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
-        .collect();
+    let shapes: Shapes = w.shapes();
     let (arch, variant) = resolve_architecture(&opts.weights, &shapes, requested)?;
-    if let Some((name, t)) = tensors.iter().find(|(_, t)| !t.is_floating_point()) {
+    if let Some((name, t)) = w.tensors.iter().find(|(_, t)| !t.is_floating_point()) {
         bail!(
             "{}: tensor {name} is {:?}; every tensor of a DINOv3 checkpoint is floating point",
             opts.weights.display(),
@@ -296,12 +294,15 @@ fn load_model(
         );
     }
     check_input(input, &arch, &opts.input)?;
-    let model = MetaVit::new(arch, tensors, kind, device)?;
+    let model = MetaVit::new(arch, w.tensors, kind, device, w.backing)?;
     Ok(Loaded {
         model,
         arch,
         variant,
-        identity,
+        facts: w.facts,
+        summary: w.summary,
+        hashing,
+        hashed,
     })
 }
 
@@ -313,7 +314,6 @@ fn meta_manifest(
     threads: i32,
 ) -> Manifest {
     let mut manifest = Manifest::for_this_process(SourceKind::Meta);
-    manifest.model = Some(loaded.identity.clone());
     manifest.variant = Some(loaded.variant.clone());
     manifest
         .frameworks
@@ -327,6 +327,7 @@ fn meta_manifest(
         json!({
             "threads": threads,
             "architecture": loaded.arch.to_string(),
+            "checkpoint": loaded.facts,
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
