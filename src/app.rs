@@ -235,7 +235,7 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
     let done = meta::capture(&opts)?;
     eprintln!("{}", done.checkpoint);
     eprintln!(
-        "wrote {} ({} tensors, {} bytes): {} on {} with {} thread(s); load {:.2} s, forward + stream {:.3} s, finish {:.3} s",
+        "wrote {} ({} tensors, {} bytes): {} on {} with {} thread(s); load {:.3} s, forward + stream {:.3} s, finish {:.3} s",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,

@@ -1,13 +1,17 @@
-//! `dinodiff capture meta` (feature `torch`): Meta's DINOv3 from its `.pth`, run natively in
+//! `dinodiff capture meta` (feature `torch`): Meta's DINOv3 from its checkpoint, run natively in
 //! libtorch, every canonical stage streamed into a dump.
 //!
 //! Contract:
-//! - the checkpoint is sniffed ([`super::pth`]), read with `tch::Tensor::loadz_multi`, and checked
-//!   strictly ([`crate::model::checkpoint`]): one error lists every missing, unexpected and
-//!   mis-shaped key. Without `--variant` the architecture is read off the shapes; with it, a
-//!   checkpoint of another architecture is refused with what the checkpoint looks like;
-//! - its sha256 is computed while libtorch reads it and recorded with its size in the manifest,
-//!   along with the libtorch version, device, dtype, thread count, variant and the input's hash;
+//! - the checkpoint (a `.pth` read by [`crate::checkpoint`], or by libtorch with
+//!   `--loader libtorch`; safetensors; a transformers directory) becomes Meta's weights in
+//!   [`weights`], zero-copy where it can ([`tensors`]), and is checked strictly
+//!   ([`crate::model::checkpoint`]): one error lists every missing, unexpected and mis-shaped key.
+//!   Without `--variant` the architecture is read off the shapes; with it, a checkpoint of another
+//!   architecture is refused with what the checkpoint looks like;
+//! - what was read is recorded in the manifest (`meta.checkpoint`) and said on one stderr line
+//!   ([`MetaCapture::checkpoint`]); the file's sha256 is computed by a thread while the capture
+//!   runs and recorded with its size, along with the libtorch version, device, dtype, thread
+//!   count, variant and the input's hash;
 //! - stages are written by a second thread while the forward runs (bounded queue), in execution
 //!   order; the dump appears only when complete ([`crate::dump::DumpWriter`]);
 //! - on CPU, two captures of the same input with the same thread count write identical tensors.
