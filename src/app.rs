@@ -226,6 +226,11 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
     let opts = meta::MetaOptions {
         input: input_source(&args.input, &args.transform),
         weights: args.weights,
+        key: args.key,
+        loader: match args.loader {
+            crate::cli::LoaderArg::Dinodiff => meta::weights::Loader::Dinodiff,
+            crate::cli::LoaderArg::Libtorch => meta::weights::Loader::Libtorch,
+        },
         variant: args.variant,
         output: args.output,
         device: args.device,
@@ -234,8 +239,9 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         only: dinodiff::capture::StageFilter::new(&args.only)?,
     };
     let done = meta::capture(&opts)?;
+    eprintln!("{}", done.checkpoint);
     eprintln!(
-        "wrote {} ({} tensors, {} bytes): {} on {} with {} thread(s); load {:.2} s, forward + stream {:.3} s, finish {:.3} s",
+        "wrote {} ({} tensors, {} bytes): {} on {} with {} thread(s); load {:.3} s, forward + stream {:.3} s, finish {:.3} s",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,

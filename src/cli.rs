@@ -99,6 +99,15 @@ impl From<PrecisionArg> for dinodiff::capture::Precision {
     }
 }
 
+/// `--loader` of `capture meta`: who reads a `.pth` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoaderArg {
+    /// dinodiff's reader: containers, prefixes, an allow-list of globals, zero-copy
+    Dinodiff,
+    /// libtorch's loader: a plain dict of tensors only, copied (a fallback, and the baseline)
+    Libtorch,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DiffFormat {
     Table,
@@ -287,9 +296,17 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[derive(Args, Debug)]
 pub struct CaptureMetaArgs {
-    /// Meta-format checkpoint (.pth)
+    /// The checkpoint: a torch.save .pth (a state dict, or a training checkpoint holding one),
+    /// a .safetensors with Meta's names, or a transformers DINOv3 directory (save_pretrained)
     #[arg(long)]
     pub weights: PathBuf,
+    /// Where the state dict is inside a .pth: dict keys from the root, then a name prefix to
+    /// strip (e.g. `teacher`, `model_ema`, `module`); found automatically when unambiguous
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Who reads a .pth file
+    #[arg(long, value_enum, default_value_t = LoaderArg::Dinodiff)]
+    pub loader: LoaderArg,
     /// Variant (vits16, ..., or Meta's full name); inferred from the checkpoint when omitted
     #[arg(long)]
     pub variant: Option<String>,

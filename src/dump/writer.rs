@@ -158,6 +158,12 @@ impl DumpWriter {
         self.manifest.extra.insert(key.to_string(), value);
     }
 
+    /// Records the model file (size, sha256), when it is known only after the tensors (a hash
+    /// computed while the capture runs).
+    pub fn set_model(&mut self, model: super::manifest::FileIdentity) {
+        self.manifest.model = Some(model);
+    }
+
     /// Writes header + data to a temporary file and renames it onto the target.
     pub fn finish(self) -> Result<WrittenDump> {
         let DumpWriter {

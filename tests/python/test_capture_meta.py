@@ -223,6 +223,9 @@ def test_not_a_checkpoint(tmp_path, inputs, run):
     bad = tmp_path / "model.pth"
     bad.write_text('{"cls_token": [1, 2, 3]}')
     fails(run, tmp_path, ["--weights", bad, "--input", inputs["photo"]],
+          f"cannot read the checkpoint {bad}: it is not a torch.save checkpoint: a .pth written "
+          "by torch >= 1.6 is a zip archive, and this file (24 bytes) does not start like one")
+    fails(run, tmp_path, ["--weights", bad, "--input", inputs["photo"], "--loader", "libtorch"],
           f"{bad} is not a PyTorch checkpoint: a .pth written by torch.save is a zip archive, "
           "and this file does not start like one (24 bytes). Pass Meta's .pth file (or write one "
           "with tools/make_meta_checkpoint.py)")
@@ -234,8 +237,11 @@ def test_a_zip_that_is_not_a_state_dict(tmp_path, inputs, run):
     bad = tmp_path / "other.pth"
     with zipfile.ZipFile(bad, "w") as z:
         z.writestr("readme.txt", "hello")
+    fails(run, tmp_path, ["--weights", bad, "--input", inputs["photo"]],
+          f"cannot read the checkpoint {bad}: it is a zip archive without a `<name>/data.pkl` "
+          "entry, not a torch.save file")
     proc = run("capture", "meta", "--weights", bad, "--input", inputs["photo"], "-o",
-               tmp_path / "out.st", expect=(2,))
+               tmp_path / "out.st", "--loader", "libtorch", expect=(2,))
     assert proc.stderr.startswith(f"error: libtorch cannot load the checkpoint {bad}: ")
     assert proc.stderr.endswith(
         "A Meta checkpoint is a torch.save'd state dict of tensors\n")
@@ -248,6 +254,9 @@ def test_truncated_checkpoint(work, tmp_path, inputs, run):
     cut = tmp_path / "cut.pth"
     cut.write_bytes(data[: len(data) // 2])
     fails(run, tmp_path, ["--weights", cut, "--input", inputs["photo"]],
+          f"cannot read the checkpoint {cut}: it has no zip end record: the file is truncated (a "
+          "download or copy cut short?) or is not a torch.save archive")
+    fails(run, tmp_path, ["--weights", cut, "--input", inputs["photo"], "--loader", "libtorch"],
           f"the checkpoint {cut} is truncated: it starts as a zip archive but has no end record "
           f"({len(data) // 2} bytes). Was a download or copy cut short? Fetch the file again")
 

@@ -30,18 +30,24 @@ type BlockSink<'a> = dyn FnMut(BlockStage, String, &Tensor) -> Result<()> + 'a;
 /// (`rope_embed.periods` and `bias_mask` as they are in f32).
 pub struct MetaVit {
     pub arch: Architecture,
+    /// Declared before `_backing`, so dropped first: some tensors point into its memory.
     weights: HashMap<String, Tensor>,
     kind: Kind,
     device: Device,
+    /// The memory map zero-copy weights point into ([`super::tensors::Backing`]).
+    _backing: super::tensors::Backing,
 }
 
 impl MetaVit {
-    /// Takes the checkpoint's tensors (already checked against `arch`).
+    /// Takes the checkpoint's tensors (already checked against `arch`), each converted to the
+    /// device and dtype on its own (a no-op alias when they already match), and what they point
+    /// into. The weights are only ever read (every op of the forward is out of place).
     pub fn new(
         arch: Architecture,
         tensors: Vec<(String, Tensor)>,
         kind: Kind,
         device: Device,
+        backing: super::tensors::Backing,
     ) -> Result<MetaVit> {
         let mut weights = HashMap::with_capacity(tensors.len());
         for (name, t) in tensors {
@@ -63,6 +69,7 @@ impl MetaVit {
             weights,
             kind,
             device,
+            _backing: backing,
         })
     }
 

@@ -1,18 +1,25 @@
-//! `dinodiff capture meta` (feature `torch`): Meta's DINOv3 from its `.pth`, run natively in
+//! `dinodiff capture meta` (feature `torch`): Meta's DINOv3 from its checkpoint, run natively in
 //! libtorch, every canonical stage streamed into a dump.
 //!
 //! Contract:
-//! - the checkpoint is sniffed ([`super::pth`]), read with `tch::Tensor::loadz_multi`, and checked
-//!   strictly ([`crate::model::checkpoint`]): one error lists every missing, unexpected and
-//!   mis-shaped key. Without `--variant` the architecture is read off the shapes; with it, a
-//!   checkpoint of another architecture is refused with what the checkpoint looks like;
-//! - its sha256 is computed while libtorch reads it and recorded with its size in the manifest,
-//!   along with the libtorch version, device, dtype, thread count, variant and the input's hash;
+//! - the checkpoint (a `.pth` read by [`crate::checkpoint`], or by libtorch with
+//!   `--loader libtorch`; safetensors; a transformers directory) becomes Meta's weights in
+//!   [`weights`], zero-copy where it can ([`tensors`]), and is checked strictly
+//!   ([`crate::model::checkpoint`]): one error lists every missing, unexpected and mis-shaped key.
+//!   Without `--variant` the architecture is read off the shapes; with it, a checkpoint of another
+//!   architecture is refused with what the checkpoint looks like;
+//! - what was read is recorded in the manifest (`meta.checkpoint`) and said on one stderr line
+//!   ([`MetaCapture::checkpoint`]); the file's sha256 is computed by a thread while the capture
+//!   runs and recorded with its size, along with the libtorch version, device, dtype, thread
+//!   count, variant and the input's hash;
 //! - stages are written by a second thread while the forward runs (bounded queue), in execution
 //!   order; the dump appears only when complete ([`crate::dump::DumpWriter`]);
 //! - on CPU, two captures of the same input with the same thread count write identical tensors.
 
 pub mod forward;
+mod hf;
+pub mod tensors;
+pub mod weights;
 
 use super::Precision;
 use super::input::{InputSource, ModelInput};
@@ -33,6 +40,9 @@ pub const LIBTORCH_VERSION: &str = env!("DINODIFF_LIBTORCH_VERSION");
 
 pub struct MetaOptions {
     pub weights: PathBuf,
+    /// `--key`: where the state dict is inside a `.pth` ([`crate::checkpoint::Selection::key`]).
+    pub key: Option<String>,
+    pub loader: weights::Loader,
     pub variant: Option<String>,
     pub input: InputSource,
     pub output: PathBuf,
@@ -46,6 +56,8 @@ pub struct MetaOptions {
 pub struct MetaCapture {
     pub written: WrittenDump,
     pub variant: String,
+    /// What was read from the checkpoint, one line ([`weights::Weights::summary`]).
+    pub checkpoint: String,
     pub threads: i32,
     pub load: Duration,
     /// Wall time of the forward with the stages streamed out.
@@ -93,24 +105,6 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
         Kind::Double => Dtype::F64,
         other => bail!("no dump dtype for libtorch kind {other:?}"),
     })
-}
-
-/// Reads the checkpoint; errors name the file and say what to do.
-fn load_checkpoint(path: &std::path::Path) -> Result<Vec<(String, Tensor)>> {
-    super::pth::sniff(path)?;
-    match Tensor::loadz_multi(path) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            // libtorch's message carries a C++ backtrace after the first line.
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or("").trim();
-            bail!(
-                "libtorch cannot load the checkpoint {}: {first}. A Meta checkpoint is a \
-                 torch.save'd state dict of tensors",
-                path.display()
-            )
-        }
-    }
 }
 
 /// Picks the architecture: inferred, or the requested variant's when the checkpoint agrees.
@@ -205,12 +199,18 @@ fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result
 #[cfg(not(target_endian = "little"))]
 compile_error!("dump tensors are little-endian; the meta capture copies libtorch's native bytes");
 
+/// The checkpoint's size and sha256, computed by a thread while the capture runs.
+type Hashing = std::thread::JoinHandle<std::io::Result<FileIdentity>>;
+
 /// A loaded model with what the manifest records of it.
 struct Loaded {
     model: MetaVit,
     arch: Architecture,
     variant: String,
-    identity: FileIdentity,
+    facts: serde_json::Value,
+    summary: String,
+    hashing: Hashing,
+    hashed: PathBuf,
 }
 
 pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
@@ -250,13 +250,20 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         .f_reshape(&shape)?
         .f_to_device(device)?
         .f_to_kind(kind)?;
-    let writer = run_forward(&loaded, &x, writer, &opts.only)?;
+    let mut writer = run_forward(&loaded, &x, writer, &opts.only)?;
     let forward = forward_started.elapsed();
     let finish_started = Instant::now();
+    let identity = loaded
+        .hashing
+        .join()
+        .expect("the hashing thread does not panic")
+        .with_context(|| format!("hashing the checkpoint {}", loaded.hashed.display()))?;
+    writer.set_model(identity);
     let written = writer.finish()?;
     Ok(MetaCapture {
         written,
         variant: loaded.variant,
+        checkpoint: loaded.summary,
         threads,
         load,
         forward,
@@ -264,8 +271,8 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     })
 }
 
-/// Loads the checkpoint (hashing it meanwhile), resolves and checks its architecture and the
-/// input against it, and only then builds the model on `device` in `kind`.
+/// Loads the checkpoint (hashing it meanwhile, until the dump is finished), resolves and checks
+/// its architecture and the input against it, and only then builds the model on `device` in `kind`.
 fn load_model(
     opts: &MetaOptions,
     requested: Option<&Variant>,
@@ -273,22 +280,17 @@ fn load_model(
     kind: Kind,
     device: Device,
 ) -> Result<Loaded> {
-    // Hash while libtorch reads: both stream the same file, mostly from the page cache.
+    let located = weights::locate(&opts.weights)?;
+    let w = weights::load(&located, opts.key.as_deref(), opts.loader)?;
+    // Hash while the capture runs: the hash reads the file through the page cache.
+    let hashed = w.file.clone();
     let hashing = {
-        let path = opts.weights.clone();
+        let path = hashed.clone();
         std::thread::spawn(move || FileIdentity::of_file(&path, |_| {}))
     };
-    let tensors = load_checkpoint(&opts.weights);
-    let identity = hashing.join().expect("the hashing thread does not panic");
-    let tensors = tensors?;
-    let identity =
-        identity.with_context(|| format!("hashing the checkpoint {}", opts.weights.display()))?;
-    let shapes: Shapes = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
-        .collect();
+    let shapes: Shapes = w.shapes();
     let (arch, variant) = resolve_architecture(&opts.weights, &shapes, requested)?;
-    if let Some((name, t)) = tensors.iter().find(|(_, t)| !t.is_floating_point()) {
+    if let Some((name, t)) = w.tensors.iter().find(|(_, t)| !t.is_floating_point()) {
         bail!(
             "{}: tensor {name} is {:?}; every tensor of a DINOv3 checkpoint is floating point",
             opts.weights.display(),
@@ -296,12 +298,15 @@ fn load_model(
         );
     }
     check_input(input, &arch, &opts.input)?;
-    let model = MetaVit::new(arch, tensors, kind, device)?;
+    let model = MetaVit::new(arch, w.tensors, kind, device, w.backing)?;
     Ok(Loaded {
         model,
         arch,
         variant,
-        identity,
+        facts: w.facts,
+        summary: w.summary,
+        hashing,
+        hashed,
     })
 }
 
@@ -313,7 +318,6 @@ fn meta_manifest(
     threads: i32,
 ) -> Manifest {
     let mut manifest = Manifest::for_this_process(SourceKind::Meta);
-    manifest.model = Some(loaded.identity.clone());
     manifest.variant = Some(loaded.variant.clone());
     manifest
         .frameworks
@@ -327,6 +331,7 @@ fn meta_manifest(
         json!({
             "threads": threads,
             "architecture": loaded.arch.to_string(),
+            "checkpoint": loaded.facts,
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
