@@ -10,8 +10,10 @@
 //!   (`mask_token` [1, 1, D] -> [1, D]); the fused `attn.qkv` from the q, k and v projections
 //!   concatenated along the rows (Meta's `qkv` order); its bias likewise, with zeros for a k
 //!   projection without bias, plus Meta's `bias_mask` (ones, zeros, ones) in that case, so the
-//!   architecture is the hub's; `rope_embed.periods` computed from `rope_theta` in f32 as
-//!   `1 / inv_freq`, the value transformers' RoPE multiplies by (Meta divides by periods);
+//!   architecture is the hub's; `rope_embed.periods` is [`Source::RopePeriods`]: `1 / inv_freq`,
+//!   the value transformers' RoPE multiplies by (Meta divides by periods), which the backend
+//!   computes with the same kernels transformers uses (`capture/meta/hf.rs`), so that it is
+//!   bit-exact;
 //! - names: `embeddings.{cls_token, mask_token, register_tokens, patch_embeddings.*}`,
 //!   `model.layer.<i>.{norm1, attention.{q,k,v,o}_proj, layer_scale1.lambda1, norm2,
 //!   mlp.{up,down,gate}_proj, layer_scale2.lambda1}`, `norm`. A transformers key that no source
@@ -91,6 +93,9 @@ pub enum Source {
     ConcatRows(Vec<Piece>),
     /// Values computed here, f32.
     Values(Vec<f32>),
+    /// `1 / inv_freq` with transformers' `inv_freq = 1 / rope_theta ** arange(0, 1, 4 /
+    /// head_dim)` in f32: `head_dim / 4` values.
+    RopePeriods { rope_theta: f64, head_dim: usize },
 }
 
 impl HfConfig {
@@ -148,19 +153,6 @@ impl HfConfig {
         }
         None
     }
-
-    /// Meta's `rope_embed.periods`: `1 / inv_freq`, with transformers' `inv_freq` =
-    /// `1 / rope_theta ** arange(0, 1, 4 / head_dim)` in f32.
-    pub fn rope_periods(&self) -> Vec<f32> {
-        let hd = self.head_dim();
-        (0..hd / 4)
-            .map(|j| {
-                let exponent = (j as f32) * (4.0 / hd as f32);
-                let inv_freq = 1.0 / (self.rope_theta as f32).powf(exponent);
-                1.0 / inv_freq
-            })
-            .collect()
-    }
 }
 
 /// Meta's key -> how it is made from the transformers checkpoint whose keys and shapes are `hf`.
@@ -204,7 +196,10 @@ fn stem_sources(config: &HfConfig, out: &mut BTreeMap<String, Source>) {
     );
     out.insert(
         "rope_embed.periods".into(),
-        Source::Values(config.rope_periods()),
+        Source::RopePeriods {
+            rope_theta: config.rope_theta,
+            head_dim: config.head_dim(),
+        },
     );
 }
 
@@ -294,7 +289,7 @@ fn check_used(
                     }
                 }
             }
-            Source::Values(_) => {}
+            Source::Values(_) | Source::RopePeriods { .. } => {}
         }
     }
     let missing: Vec<&str> = used
@@ -328,6 +323,7 @@ pub fn meta_shapes(
             Source::Same(k) => hf.get(k).cloned().unwrap_or_default(),
             Source::Reshaped(_, shape) => shape.clone(),
             Source::Values(v) => vec![v.len()],
+            Source::RopePeriods { head_dim, .. } => vec![head_dim / 4],
             Source::ConcatRows(pieces) => {
                 let mut shape: Vec<usize> = Vec::new();
                 for p in pieces {

@@ -122,12 +122,18 @@ fn a_gated_mlp_maps_gate_up_down_to_w1_w2_w3() {
 }
 
 #[test]
-fn rope_periods_are_the_inverse_of_transformers_inv_freq() {
-    let p = hub_config().rope_periods();
-    // head dim 64: periods 100 ** (j / 16), j = 0..16, computed in f32.
-    assert_eq!(p.len(), 16);
-    assert_eq!(p[0], 1.0);
-    assert!((p[8] - 10.0).abs() < 1e-5, "{}", p[8]);
+fn rope_periods_are_left_to_the_backend_with_their_shape() {
+    let c = hub_config();
+    let hf = hf_keys(&c);
+    let sources = meta_sources(&c, &hf).unwrap();
+    assert_eq!(
+        sources["rope_embed.periods"],
+        Source::RopePeriods {
+            rope_theta: 100.0,
+            head_dim: 64
+        }
+    );
+    assert_eq!(meta_shapes(&sources, &hf)["rope_embed.periods"], [16]);
 }
 
 #[test]

@@ -69,8 +69,7 @@ pub fn from_transformers(file: &Path, config: &Path, map: Arc<memmap2::Mmap>) ->
     let mut tensors = Vec::with_capacity(sources.len());
     let mut mapping = serde_json::Map::new();
     for (key, source) in &sources {
-        let t = make(key, source, &hf, &cfg)
-            .with_context(|| format!("making Meta's {key} from {shown}"))?;
+        let t = make(source, &hf).with_context(|| format!("making Meta's {key} from {shown}"))?;
         mapping.insert(key.clone(), json!(as_saved(describe(key, source))));
         tensors.push((key.clone(), t));
     }
@@ -119,12 +118,7 @@ fn get<'a>(hf: &'a HashMap<String, Tensor>, k: &str) -> Result<&'a Tensor> {
 }
 
 /// One of Meta's tensors from its source.
-fn make(
-    key: &str,
-    source: &Source,
-    hf: &HashMap<String, Tensor>,
-    cfg: &HfConfig,
-) -> Result<Tensor> {
+fn make(source: &Source, hf: &HashMap<String, Tensor>) -> Result<Tensor> {
     Ok(match source {
         Source::Same(k) => get(hf, k)?.shallow_clone(),
         Source::Reshaped(k, shape) => {
@@ -148,22 +142,23 @@ fn make(
                 .collect::<Result<Vec<_>>>()?;
             Tensor::f_cat(&parts, 0)?
         }
-        Source::Values(_) if key == "rope_embed.periods" => transformers_periods(cfg)?,
+        Source::RopePeriods {
+            rope_theta,
+            head_dim,
+        } => transformers_periods(*rope_theta, *head_dim)?,
         Source::Values(v) => Tensor::f_from_slice(v)?,
     })
 }
 
 /// `1 / inv_freq` with transformers' `inv_freq = 1 / rope_theta ** arange(0, 1, 4 / head_dim)`
 /// in f32, by the same libtorch kernels (Python's `1 / t` is `t.reciprocal()`).
-fn transformers_periods(cfg: &HfConfig) -> Result<Tensor> {
-    let heads = cfg.num_attention_heads.max(1);
-    let head_dim = cfg.hidden_size / heads;
+fn transformers_periods(rope_theta: f64, head_dim: usize) -> Result<Tensor> {
     if head_dim == 0 {
-        bail!("hidden_size {} with {heads} heads", cfg.hidden_size);
+        bail!("a head dimension of 0");
     }
     let steps =
         Tensor::f_arange_start_step(0.0, 1.0, 4.0 / head_dim as f64, (Kind::Float, Device::Cpu))?;
-    let inv_freq = Tensor::f_pow_scalar(cfg.rope_theta, &steps)?.f_reciprocal()?;
+    let inv_freq = Tensor::f_pow_scalar(rope_theta, &steps)?.f_reciprocal()?;
     Ok(inv_freq.f_reciprocal()?)
 }
 
@@ -182,7 +177,7 @@ fn describe(key: &str, source: &Source) -> String {
                 .collect();
             format!("rows of {}", parts.join(" + "))
         }
-        Source::Values(_) if key == "rope_embed.periods" => {
+        Source::RopePeriods { .. } => {
             "1 / inv_freq, inv_freq = 1 / rope_theta ** arange(0, 1, 4 / head_dim) in f32".into()
         }
         Source::Values(v) if key.ends_with("bias_mask") => {
