@@ -29,6 +29,18 @@ CHAR = re.compile(r"'(\\.|[^'\\])'")
 FN = re.compile(r"\s*(pub(\([^)]*\))?\s+)?(const\s+)?(unsafe\s+)?(async\s+)?fn\s+(\w+)")
 
 
+def item_end(lines, start):
+    """The last line of the item starting at `start`: where its braces close, or its `;`."""
+    depth, started, j = 0, False, start
+    while j < len(lines):
+        depth += lines[j].count("{") - lines[j].count("}")
+        started = started or "{" in lines[j]
+        if (started and depth <= 0) or (not started and lines[j].rstrip().endswith(";")):
+            return j
+        j += 1
+    return len(lines) - 1
+
+
 def strip_literals(line):
     return CHAR.sub("' '", STRING.sub('""', line)).split("//")[0]
 
@@ -44,13 +56,7 @@ def code_of(text):
             out.append(lines[i])
             i += 1
             continue
-        j, depth, started = i + 1, 0, False
-        while j < len(lines):
-            depth += lines[j].count("{") - lines[j].count("}")
-            started = started or "{" in lines[j]
-            if (started and depth <= 0) or (not started and lines[j].rstrip().endswith(";")):
-                break
-            j += 1
+        j = item_end(lines, i + 1)
         out += [""] * (j + 1 - i)
         i = j + 1
     return out
@@ -66,13 +72,7 @@ def long_functions(path, lines):
         m = FN.match(line)
         if not m:
             continue
-        depth, started, j = 0, False, i
-        while j < len(lines):
-            depth += lines[j].count("{") - lines[j].count("}")
-            started = started or "{" in lines[j]
-            if (started and depth <= 0) or (not started and lines[j].rstrip().endswith(";")):
-                break
-            j += 1
+        j = item_end(lines, i)
         if j - i + 1 > MAX_FN_LINES:
             found.append(f"{path}:{i + 1}: fn {m.group(6)} has {j - i + 1} lines (> {MAX_FN_LINES})")
     return found
