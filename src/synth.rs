@@ -111,11 +111,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         bytes.extend(buf.iter().flat_map(|x| x.to_le_bytes()));
         w.write(
             &name,
-            TensorRecord {
-                native: name.clone(),
-                stage: Some(name.clone()),
-                ..Default::default()
-            },
+            TensorRecord::of_stage(stage, name.clone()),
             Dtype::F32,
             &shape,
             &bytes,

@@ -88,11 +88,10 @@ pub fn write_derived(
         writer.write(
             &name,
             TensorRecord {
-                native: Stage::NORM.to_string(),
-                stage: Some(name.clone()),
                 extra: [("derived".to_string(), Value::String(how.into()))]
                     .into_iter()
                     .collect(),
+                ..TensorRecord::of_stage(stage, Stage::NORM.to_string())
             },
             Dtype::F32,
             &shape,

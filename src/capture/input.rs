@@ -221,11 +221,7 @@ pub fn write_input_dump(input: &ModelInput, out: &Path) -> Result<crate::dump::W
     let mut w = DumpWriter::create(out, manifest)?;
     w.write(
         INPUT_NAME,
-        TensorRecord {
-            native: INPUT_NAME.into(),
-            stage: Some(INPUT_NAME.into()),
-            ..Default::default()
-        },
+        TensorRecord::of_stage(crate::model::Stage::INPUT, INPUT_NAME),
         Dtype::F32,
         &input.shape,
         &input.bytes(),

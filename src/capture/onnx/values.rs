@@ -159,9 +159,8 @@ fn write_assembled(writer: &mut DumpWriter, s: AssembledStage) -> Result<()> {
     writer.write(
         &s.stage.to_string(),
         TensorRecord {
-            native: String::new(),
-            stage: Some(s.stage.to_string()),
             extra,
+            ..TensorRecord::of_stage(s.stage, String::new())
         },
         s.dtype,
         &s.shape,
