@@ -59,21 +59,6 @@ pub struct VariantInfo {
     pub arch: Architecture,
 }
 
-const DIMS: [Dim; 12] = [
-    Dim::Batch,
-    Dim::Channels,
-    Dim::Height,
-    Dim::Width,
-    Dim::Patches,
-    Dim::Tokens,
-    Dim::Storage,
-    Dim::Embed,
-    Dim::Qkv,
-    Dim::Heads,
-    Dim::HeadDim,
-    Dim::Hidden,
-];
-
 fn meaning(d: Dim) -> &'static str {
     match d {
         Dim::Batch => "batch (1 in every capture)",
@@ -115,7 +100,7 @@ pub fn stages() -> StageList {
     StageList {
         schema: STAGES_SCHEMA,
         block_name: "blocks.{i}.{name}",
-        dims: DIMS
+        dims: Dim::ALL
             .iter()
             .map(|&d| DimInfo {
                 symbol: d.symbol(),
@@ -170,7 +155,7 @@ mod tests {
             list.stages.iter().flat_map(|s| s.shape.clone()).collect();
         let described: std::collections::BTreeSet<&str> =
             list.dims.iter().map(|d| d.symbol).collect();
-        assert_eq!(described.len(), DIMS.len());
+        assert_eq!(described.len(), Dim::ALL.len());
         assert!(used.is_subset(&described), "{used:?} vs {described:?}");
     }
 

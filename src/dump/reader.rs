@@ -194,20 +194,13 @@ impl Dump {
 /// stage order (stem, blocks by index and stage, head), then the others in file (data) order.
 /// Stock writers (`safetensors.numpy.save_file`) store tensors alphabetically, which is no
 /// execution order at all.
-pub fn implied_order(data_order: Vec<String>) -> Vec<String> {
-    let (mut canonical, rest): (Vec<(Stage, String)>, Vec<String>) = {
-        let mut canonical = Vec::new();
-        let mut rest = Vec::new();
-        for name in data_order {
-            match Stage::parse(&name) {
-                Some(stage) => canonical.push((stage, name)),
-                None => rest.push(name),
-            }
-        }
-        (canonical, rest)
-    };
-    canonical.sort();
-    canonical.into_iter().map(|(_, n)| n).chain(rest).collect()
+pub fn implied_order(mut names: Vec<String>) -> Vec<String> {
+    // A stable sort: canonical names first, by stage; the rest keep their file order.
+    names.sort_by_key(|n| {
+        let stage = Stage::parse(n);
+        (stage.is_none(), stage)
+    });
+    names
 }
 
 pub fn io_problem(e: &std::io::Error) -> String {

@@ -157,6 +157,22 @@ pub enum Dim {
 }
 
 impl Dim {
+    /// Every symbol, in the order `docs/stages.md` introduces them.
+    pub const ALL: [Dim; 12] = [
+        Dim::Batch,
+        Dim::Channels,
+        Dim::Height,
+        Dim::Width,
+        Dim::Patches,
+        Dim::Tokens,
+        Dim::Storage,
+        Dim::Embed,
+        Dim::Qkv,
+        Dim::Heads,
+        Dim::HeadDim,
+        Dim::Hidden,
+    ];
+
     /// The symbol `docs/stages.md` and `dinodiff stages` use.
     pub const fn symbol(self) -> &'static str {
         match self {

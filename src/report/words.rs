@@ -106,10 +106,7 @@ fn tolerance(r: &DiffReport) -> String {
 pub fn verdict(r: &DiffReport) -> String {
     let v = &r.verdict;
     let tol = tolerance(r);
-    let partial = match coverage(&v.coverage) {
-        Some(c) if v.coverage.fraction < 1.0 => format!(" ({c})"),
-        _ => String::new(),
-    };
+    let partial = partial_coverage(&v.coverage);
     if v.incomplete {
         let c = &v.coverage;
         return format!(
@@ -149,16 +146,17 @@ fn coverage_unit(c: &Coverage) -> &'static str {
     }
 }
 
-/// `coverage 30 of 38 canonical stages`.
-fn coverage(c: &Coverage) -> Option<String> {
-    (c.comparable > 0).then(|| {
-        format!(
-            "coverage {} of {} {}",
-            c.paired,
-            c.comparable,
-            coverage_unit(c)
-        )
-    })
+/// ` (coverage 30 of 38 canonical stages)` when something comparable was not paired, else "".
+fn partial_coverage(c: &Coverage) -> String {
+    if c.comparable == 0 || c.paired >= c.comparable {
+        return String::new();
+    }
+    format!(
+        " (coverage {} of {} {})",
+        c.paired,
+        c.comparable,
+        coverage_unit(c)
+    )
 }
 
 /// `PASS`, or `FAIL (7 of 38)`: a verdict in a table cell.
