@@ -16,7 +16,8 @@
 //!   bit-exact;
 //! - names: `embeddings.{cls_token, mask_token, register_tokens, patch_embeddings.*}`,
 //!   `model.layer.<i>.{norm1, attention.{q,k,v,o}_proj, layer_scale1.lambda1, norm2,
-//!   mlp.{up,down,gate}_proj, layer_scale2.lambda1}`, `norm`. A transformers key that no source
+//!   mlp.{up,down,gate}_proj, layer_scale2.lambda1}` (`layer.<i>.…` in files `save_pretrained`
+//!   writes: the sources name the keys as the file does), `norm`. A transformers key that no source
 //!   uses is an error (nothing is silently dropped); the RoPE `inv_freq` buffer is not saved.
 
 use serde::Deserialize;
@@ -203,13 +204,23 @@ fn stem_sources(config: &HfConfig, out: &mut BTreeMap<String, Source>) {
     );
 }
 
+/// How the file names its layers: `DINOv3ViTModel.state_dict()` says `model.layer.<i>.`, while
+/// `save_pretrained` (transformers 5 reverts its key renaming on save) writes `layer.<i>.`.
+fn layer_prefix(hf: &BTreeMap<String, Vec<usize>>) -> &'static str {
+    if hf.keys().any(|k| k.starts_with("layer.")) {
+        "layer."
+    } else {
+        "model.layer."
+    }
+}
+
 fn block_sources(
     config: &HfConfig,
     hf: &BTreeMap<String, Vec<usize>>,
     i: usize,
     out: &mut BTreeMap<String, Source>,
 ) -> Result<(), String> {
-    let (hf_b, meta_b) = (format!("model.layer.{i}"), format!("blocks.{i}"));
+    let (hf_b, meta_b) = (format!("{}{i}", layer_prefix(hf)), format!("blocks.{i}"));
     let mut put = |meta: &str, source: Source| out.insert(format!("{meta_b}.{meta}"), source);
     let same = |hf_key: &str| Source::Same(format!("{hf_b}.{hf_key}"));
     for p in ["weight", "bias"] {

@@ -195,3 +195,20 @@ fn refusals_say_why() {
     );
     assert_eq!(HfConfig::parse("{}").unwrap(), HfConfig::default());
 }
+
+#[test]
+fn the_layer_names_save_pretrained_writes_are_read_as_they_are() {
+    let c = hub_config();
+    let saved: BTreeMap<String, Vec<usize>> = hf_keys(&c)
+        .into_iter()
+        .map(|(k, s)| (k.strip_prefix("model.").unwrap_or(&k).to_string(), s))
+        .collect();
+    assert!(saved.contains_key("layer.0.norm1.weight"));
+    let sources = meta_sources(&c, &saved).unwrap();
+    assert_eq!(
+        sources["blocks.2.norm2.bias"],
+        Source::Same("layer.2.norm2.bias".into())
+    );
+    let arch = Architecture::infer(&meta_shapes(&sources, &saved)).unwrap();
+    assert_eq!(Variant::of(&arch).unwrap().name, "vits16");
+}

@@ -8,9 +8,9 @@
 //!   `rope_embed.periods` computed with libtorch exactly as transformers computes its RoPE
 //!   (`1 / (1 / rope_theta ** arange(0, 1, 4 / head_dim))` in f32), so that Meta's division by
 //!   the periods uses the reciprocal of transformers' own `inv_freq`;
-//! - transformers' `state_dict()` names the layers `model.layer.<i>.`, and `save_pretrained`
-//!   writes them as `layer.<i>.` (transformers 5 reverts its key renaming on save): both are read,
-//!   the manifest's mapping names the keys as the file does;
+//! - the keys are the file's own (`layer.<i>.` as `save_pretrained` writes them, or
+//!   `model.layer.<i>.`; [`meta_sources`] reads either), and so are the names in the manifest's
+//!   mapping and in the errors;
 //! - the mapping and the config facts are recorded in the manifest (`format: "transformers"`);
 //!   a config Meta's forward cannot run, a missing or unused key is refused with the reason.
 
@@ -43,34 +43,21 @@ pub fn from_transformers(file: &Path, config: &Path, map: Arc<memmap2::Mmap>) ->
         // SAFETY: `v.data()` borrows `map`, which the returned `backing` keeps alive as long as
         // the model (the contract of `borrowed_tensor`).
         let t = unsafe { borrowed_tensor(name, v.dtype(), v.shape(), Cow::Borrowed(v.data())) }?;
-        let name = match name.strip_prefix("layer.") {
-            Some(rest) => format!("{MODEL_LAYER}{rest}"),
-            None => name.to_string(),
-        };
-        hf.insert(name, t);
+        hf.insert(name.to_string(), t);
     }
-    let saved_names = st.iter().any(|(k, _)| k.starts_with("layer."));
-    let as_saved = |words: String| {
-        if saved_names {
-            words.replace(MODEL_LAYER, "layer.")
-        } else {
-            words
-        }
-    };
     drop(st);
     let hf_shapes = hf
         .iter()
         .map(|(k, t)| (k.clone(), t.size().iter().map(|&d| d as usize).collect()))
         .collect();
     let sources = meta_sources(&cfg, &hf_shapes).map_err(|why| {
-        let why = as_saved(why);
         anyhow!("cannot map the transformers DINOv3 checkpoint {shown} onto Meta's: {why}")
     })?;
     let mut tensors = Vec::with_capacity(sources.len());
     let mut mapping = serde_json::Map::new();
     for (key, source) in &sources {
         let t = make(source, &hf).with_context(|| format!("making Meta's {key} from {shown}"))?;
-        mapping.insert(key.clone(), json!(as_saved(describe(key, source))));
+        mapping.insert(key.clone(), json!(describe(key, source)));
         tensors.push((key.clone(), t));
     }
     let summary = format!(
@@ -108,9 +95,6 @@ pub fn from_transformers(file: &Path, config: &Path, map: Arc<memmap2::Mmap>) ->
         backing,
     })
 }
-
-/// The layers' prefix in `DINOv3ViTModel.state_dict()` (and in [`meta_sources`]).
-const MODEL_LAYER: &str = "model.layer.";
 
 fn get<'a>(hf: &'a HashMap<String, Tensor>, k: &str) -> Result<&'a Tensor> {
     hf.get(k)
