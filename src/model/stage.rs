@@ -287,12 +287,6 @@ impl Stage {
     pub fn shape(self, arch: &Architecture, grid: Grid) -> Vec<usize> {
         self.dims().iter().map(|d| d.size(arch, grid)).collect()
     }
-
-    /// The shape formula as text, e.g. `[B, N, D]`.
-    pub fn formula(self) -> String {
-        let symbols: Vec<&str> = self.dims().iter().map(|d| d.symbol()).collect();
-        format!("[{}]", symbols.join(", "))
-    }
 }
 
 impl fmt::Display for Stage {
@@ -403,7 +397,6 @@ mod tests {
         let wide = Grid { h: 2, w: 3 };
         assert_eq!(Stage::INPUT.shape(&arch, wide), [1, 3, 32, 48]);
         assert_eq!(Stage::NORM.shape(&arch, wide), [1, 11, 384]);
-        assert_eq!(Stage::Head(HeadStage::Patches).formula(), "[B, hw, D]");
     }
 
     #[test]

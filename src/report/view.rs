@@ -10,7 +10,7 @@ use super::Options;
 use super::words;
 use crate::diff::{DiffReport, PairResult};
 use crate::inspect::Inspection;
-use crate::model::{BlockStage, HeadStage, Headline, Stage, StemStage};
+use crate::model::{BlockStage, Headline, Row, Stage};
 use crate::triangulate::{Side, TriangleReport};
 use std::collections::BTreeMap;
 
@@ -201,37 +201,45 @@ fn labelled_row<'a>(
 
 /// The stage grid: a stem row, one row per block, a head row. `None` when no pair is canonical.
 pub fn stage_grid(report: &DiffReport) -> Option<Grid> {
-    let mut stem: BTreeMap<StemStage, &PairResult> = BTreeMap::new();
-    let mut head: BTreeMap<HeadStage, &PairResult> = BTreeMap::new();
-    let mut blocks: BTreeMap<usize, BTreeMap<BlockStage, &PairResult>> = BTreeMap::new();
+    let mut by_row: BTreeMap<Row, BTreeMap<Stage, &PairResult>> = BTreeMap::new();
     for p in &report.pairs {
-        match Stage::parse(&p.name) {
-            None => {}
-            Some(Stage::Stem(s)) => _ = stem.insert(s, p),
-            Some(Stage::Head(s)) => _ = head.insert(s, p),
-            Some(Stage::Block(b, s)) => _ = blocks.entry(b).or_default().insert(s, p),
+        if let Some(stage) = Stage::parse(&p.name) {
+            by_row.entry(stage.row()).or_default().insert(stage, p);
         }
     }
-    if stem.is_empty() && head.is_empty() && blocks.is_empty() {
+    if by_row.is_empty() {
         return None;
     }
+    let depth = by_row
+        .keys()
+        .filter_map(|r| match r {
+            Row::Block(b) => Some(b + 1),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let labelled = |row: Row| {
+        let found = by_row.get(&row)?;
+        Some(labelled_row(found.iter().map(|(s, &p)| (s.column(), p))))
+    };
     let mut rows = Vec::new();
-    if !stem.is_empty() {
-        let found = stem.iter().map(|(s, &p)| (s.name(), p));
-        rows.push(("stem".to_string(), labelled_row(found)));
+    if let Some(cells) = labelled(Row::Stem) {
+        rows.push(("stem".to_string(), cells));
     }
-    let depth = blocks.keys().next_back().map_or(0, |&b| b + 1);
     for b in 0..depth {
-        let found = blocks.get(&b);
+        let found = by_row.get(&Row::Block(b));
         let cells = BlockStage::ALL
             .iter()
-            .map(|s| found.and_then(|f| f.get(s)).map(|p| cell(None, p)))
+            .map(|&s| {
+                found
+                    .and_then(|f| f.get(&Stage::Block(b, s)))
+                    .map(|p| cell(None, p))
+            })
             .collect();
         rows.push((format!("block {b}"), cells));
     }
-    if !head.is_empty() {
-        let found = head.iter().map(|(s, &p)| (s.name(), p));
-        rows.push(("head".to_string(), labelled_row(found)));
+    if let Some(cells) = labelled(Row::Head) {
+        rows.push(("head".to_string(), cells));
     }
     Some(Grid {
         columns: BlockStage::ALL.iter().map(|s| s.name()).collect(),
