@@ -119,3 +119,22 @@ def test_an_fp8_run_against_its_f32_reference_reports_the_quantization_error(tmp
     cosine = (q.astype(np.float64) @ ref.astype(np.float64)) / (
         np.linalg.norm(q.astype(np.float64)) * np.linalg.norm(ref.astype(np.float64)))
     assert abs(m["cosine"] - cosine) <= 1e-12
+
+
+def test_fp8_written_by_safetensors_torch_decodes_as_ml_dtypes_says(tmp_path, run):
+    """The way users write FP8 runs: torch float8 tensors through safetensors' torch API."""
+    import ml_dtypes
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    every_byte = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    for torch_dtype, ml_name in ((torch.float8_e4m3fn, "float8_e4m3fn"),
+                                 (torch.float8_e5m2, "float8_e5m2")):
+        save_torch({"x": every_byte.view(torch_dtype)}, str(tmp_path / "q.safetensors"))
+        decoded = every_byte.numpy().view(getattr(ml_dtypes, ml_name)).astype(np.float32)
+        save_file({"x": decoded}, str(tmp_path / "ref.safetensors"))
+        report = json.loads(run("diff", tmp_path / "q.safetensors", tmp_path / "ref.safetensors",
+                                "--format", "json", "--atol", "0", "--rtol", "0").stdout)
+        assert report["pairs"][0]["dtype_a"].startswith("F8_"), report["pairs"][0]
+        m = report["pairs"][0]["metrics"]
+        assert report["verdict"]["pass"] and m["max_abs"] == 0.0, (ml_name, m)
