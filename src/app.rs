@@ -273,6 +273,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         output: args.output,
         only: dinodiff::capture::StageFilter::new(&args.only)?,
         opt_level: args.opt_level.into(),
+        deploy_opt_level: args.deploy_opt_level.into(),
         threads: args.threads,
         ort_lib: args.ort_lib,
         input_name: args.input_name,
@@ -281,7 +282,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
     let done = onnx::capture(&opts)?;
     eprintln!(
         "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, {} marked run{} {:.3} s; \
-         final outputs {} the unmarked run's (ONNX Runtime from {})",
+         final outputs {} the unmarked run's at the same level (ONNX Runtime from {})",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,
@@ -297,6 +298,26 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         },
         done.runtime.display()
     );
+    if let Some(e) = &done.optimizer_effect {
+        let headline: Vec<String> = done
+            .deployed_headline
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        eprintln!(
+            "deployed run: {}; its headline ({}) is written as deployed/<stage>",
+            dinodiff::report::words::optimizer_effect(e),
+            if headline.is_empty() {
+                "none found in the outputs".to_string()
+            } else {
+                headline.join(", ")
+            }
+        );
+        let path = done.written.path.display().to_string();
+        if let Some(finding) = dinodiff::report::words::optimizer_finding(&path, e) {
+            eprintln!("{finding}");
+        }
+    }
     Ok(exit::WITHIN_TOLERANCE)
 }
 

@@ -19,7 +19,7 @@
 //!   complete enough.
 
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
-use crate::dump::{Dump, SourceKind};
+use crate::dump::{Dump, OptimizerEffect, SourceKind, TensorEntry};
 use crate::metrics::{self, Comparison, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
@@ -37,6 +37,10 @@ pub struct DumpInfo {
     pub input_sha256: Option<String>,
     pub created: Option<String>,
     pub tensors: usize,
+    /// An ONNX capture's optimizer effect (the deployed run against the graph as exported).
+    pub optimizer_effect: Option<OptimizerEffect>,
+    /// Whether the dump holds deployed headline tensors (`deployed/<stage>`).
+    pub deployed_headline: bool,
 }
 
 impl DumpInfo {
@@ -51,6 +55,11 @@ impl DumpInfo {
             input_sha256: m.input_sha256.clone(),
             created: (!m.created.is_empty()).then(|| m.created.clone()),
             tensors: d.tensors().len(),
+            optimizer_effect: m.optimizer_effect(),
+            deployed_headline: d
+                .tensors()
+                .iter()
+                .any(|t| t.name.starts_with(crate::dump::DEPLOYED_PREFIX)),
         }
     }
 }
@@ -137,6 +146,10 @@ pub struct Headline {
     pub cosine: Option<f64>,
     pub max_abs: f64,
     pub fails: bool,
+    /// Whether A's (B's) side is its deployed session's tensor (`deployed/<stage>`) rather
+    /// than the captured stage.
+    pub a_deployed: bool,
+    pub b_deployed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -338,19 +351,7 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             previous = Some(m.max_abs);
         }
     }
-    let headline = crate::model::Headline::ALL
-        .iter()
-        .map(|role| role.stage().to_string())
-        .filter_map(|name| pairs.iter().find(|p| p.name == name))
-        .filter_map(|p| {
-            p.metrics.as_ref().map(|m| Headline {
-                name: p.name.clone(),
-                cosine: m.cosine,
-                max_abs: m.max_abs,
-                fails: p.fails,
-            })
-        })
-        .collect();
+    let headline = headlines(a, b, &pairs, opts.tolerance);
     let first_over = pairs.iter().position(|p| p.fails);
     let by_max = |i: &usize, j: &usize| {
         let m = |k: usize| {
@@ -388,6 +389,53 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         worst,
         verdict,
     })
+}
+
+/// The headline stages compared, each side's deployed tensor (`deployed/<stage>`) taking the
+/// place of its captured stage when the dump has one of the same shape.
+fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> Vec<Headline> {
+    crate::model::Headline::ALL
+        .iter()
+        .map(|role| role.stage().to_string())
+        .filter_map(|name| pairs.iter().find(|p| p.name == name))
+        .filter_map(|p| {
+            let (ta, a_deployed) = deployed_or(a, &p.a);
+            let (tb, b_deployed) = deployed_or(b, &p.b);
+            let m = if a_deployed || b_deployed {
+                Some(metrics::compare(
+                    tensor_view(a, ta),
+                    tensor_view(b, tb),
+                    tolerance,
+                ))
+            } else {
+                p.metrics.clone()
+            }?;
+            Some(Headline {
+                name: p.name.clone(),
+                cosine: m.cosine,
+                max_abs: m.max_abs,
+                fails: m.fails(),
+                a_deployed,
+                b_deployed,
+            })
+        })
+        .collect()
+}
+
+fn tensor_view<'d>(d: &'d Dump, t: &TensorEntry) -> View<'d> {
+    View {
+        dtype: t.dtype,
+        data: d.data(t),
+    }
+}
+
+/// The dump's `deployed/<name>` when it has one shaped as `name`, else `name`'s own tensor.
+fn deployed_or<'d>(d: &'d Dump, name: &str) -> (&'d TensorEntry, bool) {
+    let own = d.get(name).expect("paired tensors exist");
+    match d.get(&crate::dump::deployed_name(name)) {
+        Some(t) if t.shape == own.shape && t.dtype == own.dtype => (t, true),
+        _ => (own, false),
+    }
 }
 
 /// Flat row-major index to a multi-dimensional one.

@@ -346,13 +346,28 @@ pub fn diff(r: &DiffReport, o: &Options) -> DiffView {
         headline: headline_rows(r),
         grid,
         flat,
-        notes: notes(r),
+        notes: notes(r)
+            .into_iter()
+            .chain(
+                optimizer_findings(&[&r.a, &r.b])
+                    .into_iter()
+                    .map(Note::Sentence),
+            )
+            .collect(),
         strays: words::unmatched(r).map(|summary| Strays {
             summary,
             listed: listed(r, ["A", "B"], o),
         }),
         verdict: words::verdict(r),
     }
+}
+
+/// The dumps whose ONNX Runtime optimizations change the outputs beyond tolerance.
+fn optimizer_findings(dumps: &[&crate::diff::DumpInfo]) -> Vec<String> {
+    dumps
+        .iter()
+        .filter_map(|d| words::optimizer_finding(&d.path, d.optimizer_effect.as_ref()?))
+        .collect()
 }
 
 fn side_row(t: &TriangleReport, side: Side) -> SideRow {
@@ -413,7 +428,10 @@ pub fn triangle(t: &TriangleReport, o: &Options) -> TriangleView {
         input: words::triangle_input(t),
         rows: t.sides.iter().map(|s| side_row(t, s.side)).collect(),
         bodies: shown.iter().map(|&s| side_body(t, s)).collect(),
-        diagnosis: words::diagnosis_line(t),
+        diagnosis: std::iter::once(words::diagnosis_line(t))
+            .chain(optimizer_findings(&infos))
+            .collect::<Vec<_>>()
+            .join(" "),
         ends: t.sides.iter().map(|s| side_end(t, s.side, o)).collect(),
     }
 }

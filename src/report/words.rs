@@ -10,6 +10,7 @@
 use crate::diff::{
     Coverage, CoverageBasis, DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict,
 };
+use crate::dump::OptimizerEffect;
 use crate::inspect::Inspection;
 use crate::metrics::Stats;
 use crate::model::{Headline, Stage};
@@ -76,7 +77,56 @@ pub fn dump_summary(d: &DumpInfo) -> String {
     if !d.has_manifest {
         s.push_str(", no manifest: canonical stage order, then file order");
     }
+    s.push_str(&deployed(d));
     s
+}
+
+/// `, headline from the deployed session (…)`, or nothing for a dump without one.
+fn deployed(d: &DumpInfo) -> String {
+    match (&d.optimizer_effect, d.deployed_headline) {
+        (Some(e), true) => format!(
+            ", headline from the deployed session ({})",
+            optimizer_effect(e)
+        ),
+        (Some(e), false) => format!(", {}", optimizer_effect(e)),
+        (None, true) => ", headline from the deployed session".into(),
+        (None, false) => String::new(),
+    }
+}
+
+/// `ONNX Runtime optimizations all change the outputs by max|Δ| 7.15e-07 against the graph as
+/// exported (disable)`: what the optimizer changed.
+pub fn optimizer_effect(e: &OptimizerEffect) -> String {
+    let (deployed, graph) = (&e.deployed_opt_level, &e.graph_opt_level);
+    if e.max_abs == 0.0 {
+        format!(
+            "ONNX Runtime optimizations {deployed} leave the outputs bit-identical to the graph \
+             as exported ({graph})"
+        )
+    } else {
+        format!(
+            "ONNX Runtime optimizations {deployed} change the outputs by max|Δ| {} against the \
+             graph as exported ({graph})",
+            sci(e.max_abs, 2)
+        )
+    }
+}
+
+/// The finding when ONNX Runtime's optimizations change a dump's outputs beyond the default
+/// tolerance; `None` when they do not.
+pub fn optimizer_finding(path: &str, e: &OptimizerEffect) -> Option<String> {
+    e.over_tolerance.then(|| {
+        format!(
+            "finding: ONNX Runtime's graph optimizations ({}) change the outputs of {path} by \
+             max|Δ| {} against the graph as exported ({}), over the default tolerance: the model \
+             users deploy is not the exported graph (capture with --deploy-opt-level {} to see \
+             the deployed values, or report it to ONNX Runtime).",
+            e.deployed_opt_level,
+            sci(e.max_abs, 2),
+            e.graph_opt_level,
+            e.deployed_opt_level
+        )
+    })
 }
 
 /// `input: same input (sha256 …)`, or why the inputs were not checked or differ.
@@ -254,8 +304,13 @@ pub fn side_label(t: &TriangleReport, side: Side) -> String {
 /// `A: Meta — meta.st (reference, 262 tensors)`: one dump of a triangle (`i` = 0, 1, 2).
 pub fn triangle_dump(t: &TriangleReport, i: usize, info: &DumpInfo) -> String {
     format!(
-        "{}: {} — {} ({}, {} tensors)",
-        LETTERS[i], t.names[i], info.path, ROLES[i], info.tensors
+        "{}: {} — {} ({}, {} tensors{})",
+        LETTERS[i],
+        t.names[i],
+        info.path,
+        ROLES[i],
+        info.tensors,
+        deployed(info)
     )
 }
 
