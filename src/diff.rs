@@ -16,10 +16,16 @@
 //!   count. Below `min_coverage` the verdict is INCOMPLETE: a diff that compares almost nothing
 //!   proves nothing;
 //! - the verdict passes when no pair fails, no pair has mismatched shapes and coverage is
-//!   complete enough.
+//!   complete enough;
+//! - with `tokens`, each compared pair of a stage with a token axis also carries its differences
+//!   per token category (CLS / storage / patches, [`tokens`]), and the report the layout it used;
+//!   they never change the verdict.
+
+pub mod tokens;
 
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
 use crate::dump::{Dump, SourceKind};
+use crate::metrics::tokens::{TokenDeltas, TokenLayout};
 use crate::metrics::{self, Comparison, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
@@ -129,6 +135,9 @@ pub struct PairResult {
     pub argmax_index: Option<Vec<usize>>,
     pub amplification: Option<f64>,
     pub fails: bool,
+    /// Per token category (`--tokens` only; absent for stages without a token axis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenDeltas>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,6 +246,9 @@ pub struct DiffReport {
     pub first_over: Option<usize>,
     pub worst: Option<usize>,
     pub verdict: Verdict,
+    /// The token layout of the per-category breakdown (`--tokens` only, when it can be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_layout: Option<TokenLayout>,
 }
 
 pub struct DiffOptions {
@@ -245,6 +257,8 @@ pub struct DiffOptions {
     pub map: NameMap,
     /// Below this coverage the verdict is INCOMPLETE ([`DEFAULT_MIN_COVERAGE`]).
     pub min_coverage: f64,
+    /// Split each pair's differences by token category (`--tokens`).
+    pub tokens: bool,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -288,24 +302,30 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             .sum(),
         "comparing",
     );
+    let token_layout = opts
+        .tokens
+        .then(|| tokens::layout_of(a).or_else(|| tokens::layout_of(b)))
+        .flatten();
     let mut pairs: Vec<PairResult> = alignment
         .pairs
         .par_iter()
         .map(|p| {
             let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
-            let metrics = (p.shapes != ShapeRelation::Mismatch).then(|| {
-                metrics::compare(
-                    View {
-                        dtype: ta.dtype,
-                        data: a.data(ta),
-                    },
-                    View {
-                        dtype: tb.dtype,
-                        data: b.data(tb),
-                    },
-                    opts.tolerance,
-                )
-            });
+            let (va, vb) = (
+                View {
+                    dtype: ta.dtype,
+                    data: a.data(ta),
+                },
+                View {
+                    dtype: tb.dtype,
+                    data: b.data(tb),
+                },
+            );
+            let comparable = p.shapes != ShapeRelation::Mismatch;
+            let metrics = comparable.then(|| metrics::compare(va, vb, opts.tolerance));
+            let tokens = token_layout
+                .filter(|_| comparable)
+                .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
             progress.inc((ta.end - ta.start) as u64);
             let argmax_index = metrics
                 .as_ref()
@@ -327,6 +347,7 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
                 argmax_index,
                 amplification: None,
                 fails,
+                tokens,
             }
         })
         .collect();
@@ -387,6 +408,7 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         first_over,
         worst,
         verdict,
+        token_layout,
     })
 }
 

@@ -61,6 +61,7 @@ fn pair(name: &str, max_abs: f64, fails: bool) -> PairResult {
         argmax_index: Some(vec![0, 1]),
         amplification: None,
         fails,
+        tokens: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn report(pairs: &[(&str, f64, bool)], status: InputStatus, strays: [&[&str]; 2]
             },
         },
         pairs,
+        token_layout: None,
     }
 }
 
@@ -273,11 +275,12 @@ fn markdown_lists_strays_only_when_asked() {
 }
 
 #[test]
-fn markdown_diff_opens_with_the_dumps_input_and_verdict() {
+fn markdown_diff_opens_with_the_summary_dumps_input_and_verdict() {
     let md = MarkdownRenderer.diff(&drifting(), &Options::default());
     assert!(
         md.starts_with(
-            "### dinodiff: FAIL ❌\n\n`a.st` (meta, vits16, 3 tensors) ⇔ `b.st` (onnx, vits16, 3 \
+            "### ❌ dinodiff FAIL · coverage 100% (5 of 5 canonical stages) · first divergence \
+             blocks.0.mlp (max|Δ| 1.0e-2) · CLS max|Δ| 2.0e-2\n\n`a.st` (meta, vits16, 3 tensors) ⇔ `b.st` (onnx, vits16, 3 \
              tensors)\n\ninput: same input (sha256 abababababababab)\n\nverdict: FAIL: 3 of 5 \
              tensor pairs over tolerance (atol 1e-04, rtol 1e-04)\n\n"
         ),

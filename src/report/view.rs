@@ -35,6 +35,9 @@ pub struct GridCell {
     /// The stage name, shown in the cell itself for the stem and head rows.
     pub label: Option<&'static str>,
     pub value: Value,
+    /// The max|Δ| behind `value`, for a shade; `None` when the value is not a number (shapes
+    /// differ, non-finite mismatches, integers that differ).
+    pub max_abs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +46,38 @@ pub struct Grid {
     pub columns: Vec<&'static str>,
     /// (row label, cells); `None` cells: stage absent.
     pub rows: Vec<(String, Vec<Option<GridCell>>)>,
+    /// The absolute tolerance, which anchors a shade scale.
+    pub atol: f64,
+}
+
+/// How many of the largest differences a report lists.
+pub const TOP_WORST: usize = 5;
+
+/// Column headers of the list of the largest differences.
+pub const WORST_COLUMNS: [&str; 5] = ["#", "stage", "max|Δ|", "rms", "cosine"];
+
+/// One of the [`TOP_WORST`] pairs with the largest differences (over tolerance first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedRow {
+    pub rank: usize,
+    pub stage: String,
+    pub max_abs: Value,
+    /// Empty on a shape mismatch.
+    pub rms: String,
+    pub cosine: String,
+}
+
+/// The per-token-category breakdown (`--tokens`): one row per stage shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenTable {
+    /// "storage: 4 tokens, patches: 16 (CLS, storage, patches)".
+    pub layout: String,
+    /// Headers after the stage column, each (category, metric): ("CLS", "max|Δ|").
+    pub columns: Vec<(&'static str, &'static str)>,
+    /// (stage, one value per column).
+    pub rows: Vec<(String, Vec<String>)>,
+    /// Which stages the rows are, and where the others are.
+    pub note: String,
 }
 
 /// Column headers of a diff's headline table, after the row-label column.
@@ -108,8 +143,14 @@ pub struct DiffView {
     /// Pairs outside the grid (all pairs when there is no grid).
     pub flat: Vec<FlatRow>,
     pub notes: Vec<Note>,
+    /// The largest differences, over tolerance first (empty when nothing differs).
+    pub worst: Vec<RankedRow>,
+    /// `--tokens` only.
+    pub tokens: Option<TokenTable>,
     pub strays: Option<Strays>,
     pub verdict: String,
+    /// One line: verdict, coverage, first divergence, CLS max|Δ| (a CI summary's first line).
+    pub summary: String,
 }
 
 /// One side of a triangle, as a row of its headline table.
@@ -128,6 +169,8 @@ pub struct SideBody {
     pub grid: Option<Grid>,
     pub flat: Vec<FlatRow>,
     pub notes: Vec<Note>,
+    pub worst: Vec<RankedRow>,
+    pub tokens: Option<TokenTable>,
 }
 
 /// The closing lines of one side of a triangle.
@@ -152,6 +195,8 @@ pub struct TriangleView {
     /// "diagnosis: …".
     pub diagnosis: String,
     pub ends: Vec<SideEnd>,
+    /// One line: verdict, diagnosis, first divergence, CLS max|Δ| (a CI summary's first line).
+    pub summary: String,
 }
 
 /// Column headers of an inspection's tensor table, and whether each is a number.
@@ -186,6 +231,11 @@ fn cell(label: Option<&'static str>, p: &PairResult) -> GridCell {
     GridCell {
         label,
         value: value(words::cell_value(p), p.fails),
+        max_abs: p
+            .metrics
+            .as_ref()
+            .filter(|m| m.nonfinite_mismatches == 0 && !(m.exact && m.over_tolerance > 0))
+            .map(|m| m.max_abs),
     }
 }
 
@@ -244,6 +294,7 @@ pub fn stage_grid(report: &DiffReport) -> Option<Grid> {
     Some(Grid {
         columns: BlockStage::ALL.iter().map(|s| s.name()).collect(),
         rows,
+        atol: report.tolerance.atol,
     })
 }
 
@@ -333,6 +384,90 @@ fn headline_rows(r: &DiffReport) -> Vec<HeadlineRow> {
         .collect()
 }
 
+/// The [`TOP_WORST`] pairs with the largest max|Δ|, those over tolerance first (a shape mismatch
+/// counts as the largest); pairs that do not differ at all are left out.
+pub fn worst_rows(r: &DiffReport) -> Vec<RankedRow> {
+    let max_abs = |p: &PairResult| p.metrics.as_ref().map_or(f64::INFINITY, |m| m.max_abs);
+    let mut ranked: Vec<&PairResult> = r
+        .pairs
+        .iter()
+        .filter(|p| p.fails || max_abs(p) > 0.0)
+        .collect();
+    // Stable: equal pairs keep execution order.
+    ranked.sort_by(|x, y| {
+        y.fails
+            .cmp(&x.fails)
+            .then(max_abs(y).total_cmp(&max_abs(x)))
+    });
+    ranked
+        .iter()
+        .take(TOP_WORST)
+        .enumerate()
+        .map(|(i, p)| {
+            let (rms, cosine) = p
+                .metrics
+                .as_ref()
+                .map_or((String::new(), String::new()), |m| {
+                    (words::compact(m.rms), words::cosine(m.cosine))
+                });
+            RankedRow {
+                rank: i + 1,
+                stage: p.name.clone(),
+                max_abs: value(words::cell_value(p), p.fails),
+                rms,
+                cosine,
+            }
+        })
+        .collect()
+}
+
+/// Whether a stage belongs in the token table: the residual stream (`tokens`, each block's
+/// `output`, `norm`), plus the first pair over tolerance and the worst one.
+fn token_row_shown(r: &DiffReport, i: usize) -> bool {
+    let stream = |s: Stage| {
+        s == Stage::Stem(crate::model::StemStage::Tokens)
+            || s == Stage::NORM
+            || matches!(s, Stage::Block(_, BlockStage::Output))
+    };
+    Some(i) == r.first_over
+        || Some(i) == r.worst
+        || Stage::parse(&r.pairs[i].name).is_some_and(stream)
+}
+
+/// The `--tokens` table, when the report has a token layout.
+pub fn token_table(r: &DiffReport) -> Option<TokenTable> {
+    use crate::metrics::tokens::TokenCategory;
+    let layout = r.token_layout?;
+    let categories: Vec<TokenCategory> = TokenCategory::ALL
+        .into_iter()
+        .filter(|c| *c != TokenCategory::Storage || layout.storage > 0)
+        .collect();
+    let columns = categories
+        .iter()
+        .flat_map(|&c| words::TOKEN_METRICS.map(|m| (words::token_category(c), m)))
+        .collect();
+    let rows = (0..r.pairs.len())
+        .filter(|&i| token_row_shown(r, i))
+        .filter_map(|i| {
+            let deltas = r.pairs[i].tokens.as_ref()?;
+            let cells = categories
+                .iter()
+                .flat_map(|&c| match deltas.get(c) {
+                    Some(d) => [words::compact(d.max_abs), words::compact(d.rms)],
+                    None => [String::new(), String::new()],
+                })
+                .collect();
+            Some((r.pairs[i].name.clone(), cells))
+        })
+        .collect();
+    Some(TokenTable {
+        layout: words::token_layout(layout),
+        columns,
+        rows,
+        note: words::TOKEN_ROWS.into(),
+    })
+}
+
 pub fn diff(r: &DiffReport, o: &Options) -> DiffView {
     let grid = stage_grid(r);
     let flat = flat_rows(r, grid.is_some());
@@ -347,11 +482,14 @@ pub fn diff(r: &DiffReport, o: &Options) -> DiffView {
         grid,
         flat,
         notes: notes(r),
+        worst: worst_rows(r),
+        tokens: token_table(r),
         strays: words::unmatched(r).map(|summary| Strays {
             summary,
             listed: listed(r, ["A", "B"], o),
         }),
         verdict: words::verdict(r),
+        summary: words::summary(r),
     }
 }
 
@@ -382,6 +520,8 @@ fn side_body(t: &TriangleReport, side: Side) -> SideBody {
         flat: flat_rows(r, grid.is_some()),
         grid,
         notes: notes(r),
+        worst: worst_rows(r),
+        tokens: token_table(r),
     }
 }
 
@@ -415,6 +555,7 @@ pub fn triangle(t: &TriangleReport, o: &Options) -> TriangleView {
         bodies: shown.iter().map(|&s| side_body(t, s)).collect(),
         diagnosis: words::diagnosis_line(t),
         ends: t.sides.iter().map(|s| side_end(t, s.side, o)).collect(),
+        summary: words::triangle_summary(t),
     }
 }
 
