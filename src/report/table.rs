@@ -5,7 +5,7 @@
 //!
 //! Contract: no cell ever wraps (comfy-table never rearranges content here). With a width
 //! ([`TableStyle::width`]) each table takes the first of its forms that fits: as is, then with its
-//! headers broken at spaces; the stage grid goes from one table, to its attention and MLP halves,
+//! headers broken at spaces (and a triangle side's two names on two lines); the stage grid goes from one table, to its attention and MLP halves,
 //! to a grid of heat glyphs (`grid.rs`). A table that fits in none of its forms is printed in the
 //! narrowest, and lines run long rather than cells breaking. Sentences are not wrapped.
 
@@ -63,7 +63,8 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Header cells; `narrow` breaks each at its spaces (`CLS cosine` over two lines).
+/// Header cells; `narrow` breaks each at its spaces (`CLS cosine` over two lines): a line break
+/// the renderer chooses, not a wrap.
 fn header<'a>(names: impl IntoIterator<Item = &'a str>, narrow: bool) -> Vec<Cell> {
     names
         .into_iter()
@@ -188,6 +189,12 @@ impl TableRenderer {
             verdict,
         } in rows
         {
+            // Narrow: each side's two names on lines of their own.
+            let label = if narrow {
+                label.replacen(" ⇔ ", " ⇔\n", 1)
+            } else {
+                label.clone()
+            };
             let mut row = vec![Cell::new(label)];
             for h in headline {
                 match h {

@@ -504,7 +504,7 @@ fn side_row(t: &TriangleReport, side: Side) -> SideRow {
                 let h = r.headline.iter().find(|h| h.name == name)?;
                 Some((
                     words::cosine(h.cosine),
-                    value(words::sci(h.max_abs, 3), h.fails),
+                    value(words::compact(h.max_abs), h.fails),
                 ))
             })
             .collect(),

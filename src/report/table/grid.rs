@@ -247,7 +247,8 @@ fn glyphs(t: &TableRenderer, g: &Grid) -> String {
     for l in grid_lines.iter().chain(&head_lines) {
         let _ = writeln!(out, "{}", l.trim_end());
     }
-    let legend = words::glyph_legend(ZERO, &GLYPHS, &scale.bounds(), MARK);
+    let mark = (!t.style.color).then_some(MARK);
+    let legend = words::glyph_legend(ZERO, &GLYPHS, &scale.bounds(), mark);
     let _ = writeln!(out, "{}", t.flow("", &legend, "   "));
     let key: Vec<String> = words::CODE_KEY.iter().map(|k| k.to_string()).collect();
     let _ = write!(out, "{}", t.flow("", &key, ", "));

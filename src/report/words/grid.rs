@@ -50,8 +50,13 @@ fn decade(exponent: i32) -> String {
 
 /// The legend of the glyph grid as separate items (the renderer lays them out): `zero` marks
 /// 0, `glyphs` the shades from light to dark, `bounds` the decades where each shade after the
-/// first begins; then the markers.
-pub fn glyph_legend(zero: char, glyphs: &[char], bounds: &[i32], mark: &str) -> Vec<String> {
+/// first begins; then the markers (`mark`: the marker over tolerance, `None` when colour shows it).
+pub fn glyph_legend(
+    zero: char,
+    glyphs: &[char],
+    bounds: &[i32],
+    mark: Option<&str>,
+) -> Vec<String> {
     let mut items = vec![format!("shade = log10 max|Δ|: {zero} 0")];
     for (k, g) in glyphs.iter().enumerate() {
         let (lo, hi) = (k.checked_sub(1).and_then(|i| bounds.get(i)), bounds.get(k));
@@ -62,7 +67,10 @@ pub fn glyph_legend(zero: char, glyphs: &[char], bounds: &[i32], mark: &str) -> 
             (None, None) => format!("{g} >0"),
         });
     }
-    items.push(format!("{mark} over tolerance"));
+    items.push(match mark {
+        Some(m) => format!("{m} over tolerance"),
+        None => "red: over tolerance".into(),
+    });
     items.push("! shapes differ / NaN, Inf / integers differ".into());
     items.push("blank: not in both dumps".into());
     items
