@@ -288,6 +288,54 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
     })
 }
 
+/// Compares one aligned pair (and splits it by token when there is a layout).
+fn compare_pair(
+    a: &Dump,
+    b: &Dump,
+    p: &align::Pair,
+    tolerance: Tolerance,
+    token_layout: Option<TokenLayout>,
+) -> PairResult {
+    let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
+    let (va, vb) = (
+        View {
+            dtype: ta.dtype,
+            data: a.data(ta),
+        },
+        View {
+            dtype: tb.dtype,
+            data: b.data(tb),
+        },
+    );
+    let comparable = p.shapes != ShapeRelation::Mismatch;
+    let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
+    let tokens = token_layout
+        .filter(|_| comparable)
+        .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
+    let argmax_index = metrics
+        .as_ref()
+        .and_then(|m| m.argmax)
+        .map(|i| unravel(i, &ta.shape));
+    let fails = metrics.as_ref().is_none_or(Comparison::fails);
+    PairResult {
+        name: p.key.clone(),
+        a: p.a.clone(),
+        b: p.b.clone(),
+        paired_by: p.by,
+        canonical: Stage::parse(&p.key).is_some(),
+        shape_a: ta.shape.clone(),
+        shape_b: tb.shape.clone(),
+        dtype_a: ta.dtype.to_string(),
+        dtype_b: tb.dtype.to_string(),
+        shapes: p.shapes.clone(),
+        metrics,
+        argmax_index,
+        amplification: None,
+        fails,
+        tokens,
+    }
+}
+
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
     let alignment = align::align(a, b, &opts.map)?;
@@ -310,45 +358,9 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         .pairs
         .par_iter()
         .map(|p| {
-            let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
-            let (va, vb) = (
-                View {
-                    dtype: ta.dtype,
-                    data: a.data(ta),
-                },
-                View {
-                    dtype: tb.dtype,
-                    data: b.data(tb),
-                },
-            );
-            let comparable = p.shapes != ShapeRelation::Mismatch;
-            let metrics = comparable.then(|| metrics::compare(va, vb, opts.tolerance));
-            let tokens = token_layout
-                .filter(|_| comparable)
-                .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
-            progress.inc((ta.end - ta.start) as u64);
-            let argmax_index = metrics
-                .as_ref()
-                .and_then(|m| m.argmax)
-                .map(|i| unravel(i, &ta.shape));
-            let fails = metrics.as_ref().is_none_or(Comparison::fails);
-            PairResult {
-                name: p.key.clone(),
-                a: p.a.clone(),
-                b: p.b.clone(),
-                paired_by: p.by,
-                canonical: Stage::parse(&p.key).is_some(),
-                shape_a: ta.shape.clone(),
-                shape_b: tb.shape.clone(),
-                dtype_a: ta.dtype.to_string(),
-                dtype_b: tb.dtype.to_string(),
-                shapes: p.shapes.clone(),
-                metrics,
-                argmax_index,
-                amplification: None,
-                fails,
-                tokens,
-            }
+            let result = compare_pair(a, b, p, opts.tolerance, token_layout);
+            progress.inc(a.get(&p.a).map_or(0, |t| (t.end - t.start) as u64));
+            result
         })
         .collect();
     progress.finish_and_clear();

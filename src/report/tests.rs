@@ -253,6 +253,51 @@ fn the_largest_difference_or_equality_is_said_when_nothing_fails() {
 }
 
 #[test]
+fn the_largest_differences_rank_failures_first_then_by_size_and_skip_equal_pairs() {
+    let r = report(
+        &[
+            ("a", 0.0, false),
+            ("b", 5e-5, false),
+            ("c", 1e-3, true),
+            ("d", 9e-5, false),
+            ("e", 2e-3, true),
+            ("f", 1e-6, false),
+            ("g", 1e-7, false),
+        ],
+        InputStatus::Match,
+        [&[], &[]],
+    );
+    let rows = view::worst_rows(&r);
+    let order: Vec<(usize, &str, bool)> = rows
+        .iter()
+        .map(|w| (w.rank, w.stage.as_str(), w.max_abs.fails))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, "e", true),
+            (2, "c", true),
+            (3, "d", false),
+            (4, "b", false),
+            (5, "f", false)
+        ]
+    );
+    assert_eq!(rows[0].max_abs.text, "2.0e-3");
+    let stages: Vec<String> = rows.iter().map(|w| w.stage.clone()).collect();
+    assert_all_say(&stages, |x| x.diff(&r, &Options::default()));
+}
+
+#[test]
+fn compact_numbers_keep_two_digits_and_a_short_exponent() {
+    assert_eq!(words::compact(5.04e-6), "5.0e-6");
+    assert_eq!(words::compact(0.64), "6.4e-1");
+    assert_eq!(words::compact(1234.0), "1.2e3");
+    assert_eq!(words::compact(3.0e-12), "3.0e-12");
+    assert_eq!(words::compact(0.0), "0");
+    assert_eq!(words::compact(f64::NAN), "NaN");
+}
+
+#[test]
 fn markdown_lists_strays_only_when_asked() {
     let r = drifting();
     let md = MarkdownRenderer.diff(&r, &Options::default());
