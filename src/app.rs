@@ -153,6 +153,7 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
         min_coverage: args.min_coverage,
+        tokens: args.tokens,
     };
     let renderer = diff_renderer(args);
     let options = report::Options {
@@ -180,7 +181,22 @@ fn json_text(value: &impl serde::Serialize) -> String {
     text
 }
 
-/// The renderer `--format` asks for; colour and wrapping (table) follow the terminal.
+/// Columns the table may use when stdout is not a terminal and `--width` is not given.
+const PIPED_WIDTH: usize = 100;
+
+/// `--width`, else the terminal's columns, else [`PIPED_WIDTH`].
+fn table_width(args: &DiffArgs, tty: bool) -> usize {
+    let terminal = || {
+        tty.then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+            .flatten()
+    };
+    args.width
+        .map(usize::from)
+        .or_else(terminal)
+        .unwrap_or(PIPED_WIDTH)
+}
+
+/// The renderer `--format` asks for; colour and width (table) follow the terminal.
 fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
     let tty = std::io::stdout().is_terminal();
     match args.format {
@@ -191,7 +207,7 @@ fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
                     ColorChoice::Never => false,
                     ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
                 },
-                wrap: tty,
+                width: Some(table_width(args, tty)),
             },
         }),
         DiffFormat::Json => Box::new(report::JsonRenderer),

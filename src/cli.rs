@@ -163,6 +163,14 @@ pub struct DiffArgs {
     /// List the tensors that found no partner
     #[arg(long)]
     pub list_unmatched: bool,
+    /// Also break each stage's difference down by token category (CLS / storage / patches:
+    /// max|Δ| and rms)
+    #[arg(long)]
+    pub tokens: bool,
+    /// Fit the tables to N columns (table format); default: the terminal's width, 100 when
+    /// stdout is not a terminal
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
+    pub width: Option<u16>,
 }
 
 #[derive(Args, Debug)]

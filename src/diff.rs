@@ -16,10 +16,16 @@
 //!   count. Below `min_coverage` the verdict is INCOMPLETE: a diff that compares almost nothing
 //!   proves nothing;
 //! - the verdict passes when no pair fails, no pair has mismatched shapes and coverage is
-//!   complete enough.
+//!   complete enough;
+//! - with `tokens`, each compared pair of a stage with a token axis also carries its differences
+//!   per token category (CLS / storage / patches, [`tokens`]), and the report the layout it used;
+//!   they never change the verdict.
+
+pub mod tokens;
 
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
 use crate::dump::{Dump, OptimizerEffect, SourceKind, TensorEntry};
+use crate::metrics::tokens::{TokenDeltas, TokenLayout};
 use crate::metrics::{self, Comparison, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
@@ -138,6 +144,9 @@ pub struct PairResult {
     pub argmax_index: Option<Vec<usize>>,
     pub amplification: Option<f64>,
     pub fails: bool,
+    /// Per token category (`--tokens` only; absent for stages without a token axis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenDeltas>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -250,6 +259,9 @@ pub struct DiffReport {
     pub first_over: Option<usize>,
     pub worst: Option<usize>,
     pub verdict: Verdict,
+    /// The token layout of the per-category breakdown (`--tokens` only, when it can be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_layout: Option<TokenLayout>,
 }
 
 pub struct DiffOptions {
@@ -258,6 +270,8 @@ pub struct DiffOptions {
     pub map: NameMap,
     /// Below this coverage the verdict is INCOMPLETE ([`DEFAULT_MIN_COVERAGE`]).
     pub min_coverage: f64,
+    /// Split each pair's differences by token category (`--tokens`).
+    pub tokens: bool,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -287,6 +301,54 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
     })
 }
 
+/// Compares one aligned pair (and splits it by token when there is a layout).
+fn compare_pair(
+    a: &Dump,
+    b: &Dump,
+    p: &align::Pair,
+    tolerance: Tolerance,
+    token_layout: Option<TokenLayout>,
+) -> PairResult {
+    let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
+    let (va, vb) = (
+        View {
+            dtype: ta.dtype,
+            data: a.data(ta),
+        },
+        View {
+            dtype: tb.dtype,
+            data: b.data(tb),
+        },
+    );
+    let comparable = p.shapes != ShapeRelation::Mismatch;
+    let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
+    let tokens = token_layout
+        .filter(|_| comparable)
+        .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
+    let argmax_index = metrics
+        .as_ref()
+        .and_then(|m| m.argmax)
+        .map(|i| unravel(i, &ta.shape));
+    let fails = metrics.as_ref().is_none_or(Comparison::fails);
+    PairResult {
+        name: p.key.clone(),
+        a: p.a.clone(),
+        b: p.b.clone(),
+        paired_by: p.by,
+        canonical: Stage::parse(&p.key).is_some(),
+        shape_a: ta.shape.clone(),
+        shape_b: tb.shape.clone(),
+        dtype_a: ta.dtype.to_string(),
+        dtype_b: tb.dtype.to_string(),
+        shapes: p.shapes.clone(),
+        metrics,
+        argmax_index,
+        amplification: None,
+        fails,
+        tokens,
+    }
+}
+
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
     let alignment = align::align(a, b, &opts.map)?;
@@ -301,46 +363,17 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             .sum(),
         "comparing",
     );
+    let token_layout = opts
+        .tokens
+        .then(|| tokens::layout_of(a).or_else(|| tokens::layout_of(b)))
+        .flatten();
     let mut pairs: Vec<PairResult> = alignment
         .pairs
         .par_iter()
         .map(|p| {
-            let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
-            let metrics = (p.shapes != ShapeRelation::Mismatch).then(|| {
-                metrics::compare(
-                    View {
-                        dtype: ta.dtype,
-                        data: a.data(ta),
-                    },
-                    View {
-                        dtype: tb.dtype,
-                        data: b.data(tb),
-                    },
-                    opts.tolerance,
-                )
-            });
-            progress.inc((ta.end - ta.start) as u64);
-            let argmax_index = metrics
-                .as_ref()
-                .and_then(|m| m.argmax)
-                .map(|i| unravel(i, &ta.shape));
-            let fails = metrics.as_ref().is_none_or(Comparison::fails);
-            PairResult {
-                name: p.key.clone(),
-                a: p.a.clone(),
-                b: p.b.clone(),
-                paired_by: p.by,
-                canonical: Stage::parse(&p.key).is_some(),
-                shape_a: ta.shape.clone(),
-                shape_b: tb.shape.clone(),
-                dtype_a: ta.dtype.to_string(),
-                dtype_b: tb.dtype.to_string(),
-                shapes: p.shapes.clone(),
-                metrics,
-                argmax_index,
-                amplification: None,
-                fails,
-            }
+            let result = compare_pair(a, b, p, opts.tolerance, token_layout);
+            progress.inc(a.get(&p.a).map_or(0, |t| (t.end - t.start) as u64));
+            result
         })
         .collect();
     progress.finish_and_clear();
@@ -388,6 +421,7 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         first_over,
         worst,
         verdict,
+        token_layout,
     })
 }
 

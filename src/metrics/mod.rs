@@ -22,6 +22,7 @@ mod kernel;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 use crate::dump::element::{ElementKind, decode_into, element_size};
 use kernel::{Partial, SCRATCH, run_chunk};

@@ -7,12 +7,18 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
+mod deployed;
+mod grid;
+use deployed::deployed;
+pub use deployed::{optimizer_effect, optimizer_finding};
+pub use grid::*;
+
 use crate::diff::{
     Coverage, CoverageBasis, DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict,
 };
-use crate::dump::OptimizerEffect;
 use crate::inspect::Inspection;
 use crate::metrics::Stats;
+use crate::metrics::tokens::{TokenCategory, TokenLayout};
 use crate::model::{Headline, Stage};
 use crate::triangulate::{Diagnosis, FirstOver, Side, TriangleReport};
 
@@ -34,6 +40,18 @@ pub fn sci(x: f64, digits: usize) -> String {
     }
 }
 
+/// `5.0e-6`: two significant digits, the exponent as short as it goes (`1.2e3`, `6.4e-1`); `0`
+/// for zero. The stage grid's and the token table's number.
+pub fn compact(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    format!("{x:.1e}")
+}
+
 /// A cosine with 6 decimals; `n/a` when there is none.
 pub fn cosine(c: Option<f64>) -> String {
     c.map_or_else(|| "n/a".into(), |c| format!("{c:.6}"))
@@ -45,7 +63,7 @@ pub fn cell_value(p: &PairResult) -> String {
         None => "shape".into(),
         Some(m) if m.nonfinite_mismatches > 0 => format!("nan/inf×{}", m.nonfinite_mismatches),
         Some(m) if m.exact && m.over_tolerance > 0 => format!("≠×{}", m.over_tolerance),
-        Some(m) => sci(m.max_abs, 1),
+        Some(m) => compact(m.max_abs),
     }
 }
 
@@ -79,54 +97,6 @@ pub fn dump_summary(d: &DumpInfo) -> String {
     }
     s.push_str(&deployed(d));
     s
-}
-
-/// `, headline from the deployed session (…)`, or nothing for a dump without one.
-fn deployed(d: &DumpInfo) -> String {
-    match (&d.optimizer_effect, d.deployed_headline) {
-        (Some(e), true) => format!(
-            ", headline from the deployed session ({})",
-            optimizer_effect(e)
-        ),
-        (Some(e), false) => format!(", {}", optimizer_effect(e)),
-        (None, true) => ", headline from the deployed session".into(),
-        (None, false) => String::new(),
-    }
-}
-
-/// `ONNX Runtime optimizations all change the outputs by max|Δ| 7.15e-07 against the graph as
-/// exported (disable)`: what the optimizer changed.
-pub fn optimizer_effect(e: &OptimizerEffect) -> String {
-    let (deployed, graph) = (&e.deployed_opt_level, &e.graph_opt_level);
-    if e.max_abs == 0.0 {
-        format!(
-            "ONNX Runtime optimizations {deployed} leave the outputs bit-identical to the graph \
-             as exported ({graph})"
-        )
-    } else {
-        format!(
-            "ONNX Runtime optimizations {deployed} change the outputs by max|Δ| {} against the \
-             graph as exported ({graph})",
-            sci(e.max_abs, 2)
-        )
-    }
-}
-
-/// The finding when ONNX Runtime's optimizations change a dump's outputs beyond the default
-/// tolerance; `None` when they do not.
-pub fn optimizer_finding(path: &str, e: &OptimizerEffect) -> Option<String> {
-    e.over_tolerance.then(|| {
-        format!(
-            "finding: ONNX Runtime's graph optimizations ({}) change the outputs of {path} by \
-             max|Δ| {} against the graph as exported ({}), over the default tolerance: the model \
-             users deploy is not the exported graph (capture with --deploy-opt-level {} to see \
-             the deployed values, or report it to ONNX Runtime).",
-            e.deployed_opt_level,
-            sci(e.max_abs, 2),
-            e.graph_opt_level,
-            e.deployed_opt_level
-        )
-    })
 }
 
 /// `input: same input (sha256 …)`, or why the inputs were not checked or differ.
@@ -207,6 +177,130 @@ fn partial_coverage(c: &Coverage) -> String {
         c.comparable,
         coverage_unit(c)
     )
+}
+
+fn status(v: &Verdict) -> &'static str {
+    if v.incomplete {
+        "INCOMPLETE"
+    } else if v.pass {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// `coverage 100% (38 of 38 canonical stages)`; the percentage is rounded down, so 100% means all.
+fn coverage_figure(c: &Coverage) -> String {
+    format!(
+        "coverage {}% ({} of {} {})",
+        (100.0 * c.fraction).floor(),
+        c.paired,
+        c.comparable,
+        coverage_unit(c)
+    )
+}
+
+/// `blocks.1.ls2 (max|Δ| 1.0e-2)`: a pair and what it differs by.
+fn pair_figure(p: &PairResult) -> String {
+    match &p.metrics {
+        None => format!("{} (shapes differ)", p.name),
+        Some(_) => format!("{} (max|Δ| {})", p.name, cell_value(p)),
+    }
+}
+
+/// The one-line summary of a diff: verdict, coverage, first divergence, CLS max|Δ|. Plain text
+/// with no markup (it reads the same as a link's text, a commit status or a chat message).
+pub fn summary(r: &DiffReport) -> String {
+    let mut parts = vec![
+        format!("dinodiff {}", status(&r.verdict)),
+        coverage_figure(&r.verdict.coverage),
+        match r.first_over {
+            Some(i) => format!("first divergence {}", pair_figure(&r.pairs[i])),
+            None => "no divergence".into(),
+        },
+    ];
+    parts.extend(cls_figure(r));
+    parts.join(" · ")
+}
+
+fn cls_figure(r: &DiffReport) -> Option<String> {
+    let cls = Headline::Cls.stage().to_string();
+    let h = r.headline.iter().find(|h| h.name == cls)?;
+    Some(format!("CLS max|Δ| {}", compact(h.max_abs)))
+}
+
+/// What a triangle found, in a few words.
+fn finding_short(d: &Diagnosis) -> &'static str {
+    match d {
+        Diagnosis::AllAgree => "all three agree",
+        Diagnosis::Accumulated(_) => "differences add up across the triangle",
+        Diagnosis::ExportDrifts(_) => "the export drifts",
+        Diagnosis::PortDiverges(_) => "the port diverges",
+        Diagnosis::BothDiverge { .. } => "port and export both depart",
+    }
+}
+
+/// The one-line summary of a triangle: verdict, finding, first divergence (with its side), the
+/// reference ⇔ export CLS max|Δ|, the lowest coverage of the three sides.
+pub fn triangle_summary(t: &TriangleReport) -> String {
+    let verdict = if t.pass { "PASS" } else { "FAIL" };
+    let mut parts = vec![
+        format!("dinodiff triangulation {verdict}"),
+        finding_short(&t.diagnosis).to_string(),
+    ];
+    if let Some(f) = t.diagnosis.first_over().first() {
+        let figure = f.max_abs.map_or_else(
+            || "shapes differ".to_string(),
+            |m| format!("max|Δ| {}", compact(m)),
+        );
+        parts.push(format!(
+            "first divergence {} ({}, {figure})",
+            f.stage,
+            side_label(t, f.side)
+        ));
+    }
+    let reference_export = t.side(Side::ReferenceExport);
+    if let Some(cls) = cls_figure(reference_export) {
+        parts.push(format!("{}: {cls}", side_label(t, Side::ReferenceExport)));
+    }
+    if let Some(c) = t
+        .sides
+        .iter()
+        .map(|s| &s.report.verdict.coverage)
+        .min_by(|x, y| x.fraction.total_cmp(&y.fraction))
+    {
+        parts.push(coverage_figure(c));
+    }
+    parts.join(" · ")
+}
+
+/// The metrics of each token category in the `--tokens` table.
+pub const TOKEN_METRICS: [&str; 2] = ["max|Δ|", "rms"];
+
+/// A token category's column header.
+pub fn token_category(c: TokenCategory) -> &'static str {
+    match c {
+        TokenCategory::Cls => "CLS",
+        TokenCategory::Storage => "storage",
+        TokenCategory::Patches => "patches",
+    }
+}
+
+/// `tokens: 1 CLS, 4 storage, 196 patches`.
+pub fn token_layout(l: TokenLayout) -> String {
+    format!(
+        "tokens: 1 CLS, {} storage, {} patches",
+        l.storage, l.patches
+    )
+}
+
+/// Which stages the `--tokens` table shows.
+pub const TOKEN_ROWS: &str =
+    "rows: residual stream, first and worst pairs; all stages in --format json";
+
+/// The title of the top-N list of the largest differences.
+pub fn worst_title(n: usize) -> String {
+    format!("largest differences (over tolerance first, top {n})")
 }
 
 /// `PASS`, or `FAIL (7 of 38)`: a verdict in a table cell.

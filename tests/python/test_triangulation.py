@@ -199,7 +199,8 @@ def test_fault_in_the_export_is_named(tri, run):
                                    "export is at fault, not the port. ONNX departs from Equinox "
                                    f"first at `{first['stage']}`")
     out = triangle(run, tri, "eqx-good.st", "onnx-b7.st", fmt="markdown").stdout
-    assert out.startswith("### dinodiff triangulation: FAIL ❌\n")
+    assert out.startswith("### ❌ dinodiff triangulation FAIL · the export drifts · first "
+                          f"divergence {first['stage']} (Equinox ⇔ ONNX, max|Δ| "), out
 
 
 # --- capture eqx: bad recordings --------------------------------------------------------------
