@@ -145,7 +145,7 @@ def test_onnx_headline_is_the_deployed_session(tri, run):
     assert manifest["onnx"]["optimizer_effect"] == effect
     assert manifest["onnx"]["deployed_headline"] == ["cls", "pooled"]
     table = run("diff", tri / "meta.st", tri / "onnx-good.st").stdout
-    assert "headline from the deployed session (ONNX Runtime optimizations all" in table
+    assert "; headline: deployed session (all), optimizer effect " in table
 
 
 def test_optimizer_effect_over_tolerance_is_a_finding(tri, run, tmp_path):

@@ -22,10 +22,13 @@ fn the_deployed_headline_and_the_optimizer_effect_are_said_in_every_format() {
     for over in [false, true] {
         let r = deployed(over);
         let v = view::diff(&r, &list);
-        let effect = if over { "2.50e-01" } else { "2.60e-06" };
+        let effect = if over {
+            "2.5e-01 (over tolerance)"
+        } else {
+            "2.6e-06"
+        };
         assert!(v.dumps[1].1.ends_with(&format!(
-            ", headline from the deployed session (ONNX Runtime optimizations all change the \
-             outputs by max|Δ| {effect} against the graph as exported (disable))"
+            "; headline: deployed session (all), optimizer effect {effect}"
         )));
         let findings: Vec<String> = note_sentences(&v.notes)
             .into_iter()

@@ -5,15 +5,29 @@ use super::sci;
 use crate::diff::DumpInfo;
 use crate::dump::OptimizerEffect;
 
-/// `, headline from the deployed session (…)`, or nothing for a dump without one.
+/// `; headline: deployed session (all), optimizer effect 2.6e-06`: where an ONNX dump's
+/// headline comes from and what ONNX Runtime's optimizations change (docs/capture-onnx.md);
+/// nothing for a dump without a deployed run.
 pub(super) fn deployed(d: &DumpInfo) -> String {
+    let effect = |e: &OptimizerEffect| {
+        format!(
+            "optimizer effect {}{}",
+            sci(e.max_abs, 1),
+            if e.over_tolerance {
+                " (over tolerance)"
+            } else {
+                ""
+            }
+        )
+    };
     match (&d.optimizer_effect, d.deployed_headline) {
         (Some(e), true) => format!(
-            ", headline from the deployed session ({})",
-            optimizer_effect(e)
+            "; headline: deployed session ({}), {}",
+            e.deployed_opt_level,
+            effect(e)
         ),
-        (Some(e), false) => format!(", {}", optimizer_effect(e)),
-        (None, true) => ", headline from the deployed session".into(),
+        (Some(e), false) => format!("; {}", effect(e)),
+        (None, true) => "; headline: deployed session".into(),
         (None, false) => String::new(),
     }
 }
