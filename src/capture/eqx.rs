@@ -334,7 +334,8 @@ fn open_recording(npz: &Path) -> Result<Recording> {
     })?;
     let mut archive = npyz::npz::NpzArchive::open(npz).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not an npz file (a zip of .npy arrays): {e}",
+            "{} is not an npz file (a zip of .npy arrays): {e}; pass the recording that \
+             tools/eqx_capture.py wrote",
             npz.display()
         )
     })?;

@@ -67,6 +67,12 @@ impl DumpWriter {
     }
 
     fn create_inner(target: &Path, manifest: Manifest, reserve: u64) -> Result<DumpWriter> {
+        if target.is_dir() {
+            bail!(
+                "cannot write the dump {}: it is a directory; -o must name a file",
+                target.display()
+            );
+        }
         let dir = parent_dir(target);
         let mut builder = tempfile::Builder::new();
         // The data file becomes the dump when the header fits in front of it.
@@ -78,13 +84,7 @@ impl DumpWriter {
         let prefix = temp_prefix(target, "data");
         let (mut data, data_registration) =
             cleanup::register(|| builder.prefix(&prefix).tempfile_in(&dir), |f| f.path())
-                .with_context(|| {
-                    format!(
-                        "cannot create a temporary file in {} for the dump {}",
-                        dir.display(),
-                        target.display()
-                    )
-                })?;
+                .map_err(|e| cannot_start(target, &dir, &e))?;
         data.as_file_mut()
             .seek(SeekFrom::Start(reserve))
             .with_context(|| format!("preparing the dump {}", target.display()))?;
@@ -200,8 +200,7 @@ impl DumpWriter {
             let bytes = file.metadata().with_context(context)?.len();
             data_registration
                 .commit(|| data.persist(&target))
-                .map_err(|e| e.error)
-                .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+                .map_err(|e| cannot_rename(&target, &e.error))?;
             return Ok(WrittenDump {
                 path: target,
                 tensors,
@@ -219,13 +218,7 @@ impl DumpWriter {
         let prefix = temp_prefix(&target, "partial");
         let (out, out_registration) =
             cleanup::register(|| builder.prefix(&prefix).tempfile_in(&dir), |f| f.path())
-                .with_context(|| {
-                    format!(
-                        "cannot create a temporary file in {} for the dump {}",
-                        dir.display(),
-                        target.display()
-                    )
-                })?;
+                .map_err(|e| cannot_start(&target, &dir, &e))?;
         let mut out_file = out.as_file();
         out_file
             .write_all(&(header.len() as u64).to_le_bytes())
@@ -243,8 +236,7 @@ impl DumpWriter {
         drop(data_registration);
         out_registration
             .commit(|| out.persist(&target))
-            .map_err(|e| e.error)
-            .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+            .map_err(|e| cannot_rename(&target, &e.error))?;
         Ok(WrittenDump {
             path: target,
             tensors,
@@ -269,6 +261,35 @@ fn header_bytes(manifest: &Manifest, infos: Vec<(String, TensorInfo)>) -> Result
     let padded = header.len().next_multiple_of(8);
     header.resize(padded, b' ');
     Ok(header)
+}
+
+/// Why a dump cannot be started at `target` (no temporary file in its directory `dir`), and
+/// what to do.
+fn cannot_start(target: &Path, dir: &Path, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "the directory {} does not exist; create it or choose another -o",
+            dir.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "no permission to create files in {}; choose another -o",
+            dir.display()
+        ),
+        _ => format!(
+            "cannot create a temporary file in {} ({e}); check that it is a writable directory",
+            dir.display()
+        ),
+    };
+    anyhow::anyhow!("cannot write the dump {}: {why}", target.display())
+}
+
+/// Why the finished dump cannot be renamed onto `target`, and what to do.
+fn cannot_rename(target: &Path, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot put the finished dump at {}: {e}; -o must name a file (not a directory) in a \
+         writable directory",
+        target.display()
+    )
 }
 
 fn parent_dir(target: &Path) -> PathBuf {
