@@ -267,6 +267,13 @@ def test_missing_checkpoint(tmp_path, inputs, run):
           f"cannot read the checkpoint {tmp_path / 'nope.pth'}: no such file; check the path")
 
 
+def test_only_that_matches_no_stage(work, tmp_path, inputs, run):
+    fails(run, tmp_path, ["--weights", work / "mlp.pth", "--input", inputs["photo"],
+                          "--only", "bloks"],
+          '--only "bloks" matches no stage or value of DINOv3 custom; stage names are those '
+          "`dinodiff stages` lists (e.g. blocks.0.ls1, cls)")
+
+
 def test_checkpoint_of_another_variant(work, tmp_path, inputs, run):
     fails(run, tmp_path, ["--weights", work / "swiglu.pth", "--variant", "vits16plus",
                           "--input", inputs["photo"]],
