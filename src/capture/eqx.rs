@@ -213,7 +213,8 @@ fn read_array<R: std::io::Read>(
                     .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
                 ensure!(
                     raw.len() >= expected,
-                    "{}: array {name:?} is cut short ({} of {expected} bytes)",
+                    "{}: array {name:?} is cut short ({} of {expected} bytes); record the run \
+                     again with tools/eqx_capture.py",
                     npz.display(),
                     raw.len(),
                 );

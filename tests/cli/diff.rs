@@ -442,7 +442,7 @@ fn complex_against_real_is_refused_not_a_crash() {
         .code(2)
         .stdout("")
         .stderr(
-            "error: cannot compare tensor \"w\": C64 against F32: dinodiff compares C64 tensors \
+            "error: cannot compare tensor \"w\" of a.st and b.st: C64 against F32: dinodiff compares C64 tensors \
              only with tensors of the same dtype (byte for byte); convert one side to the other's \
              dtype\n",
         );

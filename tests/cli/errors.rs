@@ -6,6 +6,7 @@
 //! do>`, on one line unless a parser's own excerpt follows.
 
 use crate::common::{dinodiff, plain_dump, stderr_of};
+use dinodiff::dump::{DumpWriter, Manifest, SourceKind, TensorRecord};
 use std::path::Path;
 
 struct Case {
@@ -47,6 +48,11 @@ const CASES: &[Case] = &[
         args: &["diff", "a.st", "other.st"],
         names: &["a.st", "other.st"],
         hint: "Capture both from the same input.st, or pass --allow-input-mismatch",
+    },
+    Case {
+        args: &["diff", "complex.st", "real.st"],
+        names: &["\"w\"", "complex.st", "real.st"],
+        hint: "convert one side to the other's dtype",
     },
     Case {
         args: &["diff", "a.st", "a.st", "--map", "nomap.toml"],
@@ -195,6 +201,19 @@ fn fixtures(dir: &Path) {
     .unwrap();
     std::fs::write(dir.join("ghost.toml"), "[pairs]\n\"ghost\" = \"cls\"\n").unwrap();
     plain_dump(&dir.join("noinput.st"), &[("x", vec![2], vec![1.0, 2.0])]);
+    plain_dump(&dir.join("real.st"), &[("w", vec![2], vec![1.0, 3.0])]);
+    let mut w = DumpWriter::create(
+        &dir.join("complex.st"),
+        Manifest::for_this_process(SourceKind::Other),
+    )
+    .unwrap();
+    let record = TensorRecord {
+        native: "w".into(),
+        ..Default::default()
+    };
+    w.write("w", record, safetensors::Dtype::C64, &[2], &[0u8; 16])
+        .unwrap();
+    w.finish().unwrap();
 }
 
 fn listing(dir: &Path) -> Vec<String> {

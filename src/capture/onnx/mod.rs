@@ -46,7 +46,7 @@ use crate::dump::{
 use crate::model::{HeadStage, Stage};
 use crate::onnx::inline::{Inlined, ValueOrigin, inline_local_functions};
 use crate::onnx::proto::ModelProto;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use model_file::{MarkedFile, ModelFile};
 use ort::environment::Environment;
 use ort::session::{Session, builder::GraphOptimizationLevel};
@@ -316,7 +316,8 @@ fn mark<'a>(
     model: ModelProto,
     finals: &BTreeSet<String>,
 ) -> Result<Marked<'a>> {
-    let mut inlined = inline_local_functions(model)?;
+    let mut inlined =
+        inline_local_functions(model).with_context(|| format!("{}", opts.model.display()))?;
     let stages = rules::recognize(&inlined.values, &inlined.calls);
     // What `--only` may name: values, recognized stages, and the head views derived from `norm`.
     let stage_names: Vec<String> = stages
