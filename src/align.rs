@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +38,8 @@ pub struct Rewrite {
 pub struct NameMap {
     pub pairs: Vec<(String, String)>,
     pub rewrites: Vec<Rewrite>,
+    /// The file it was read from (for messages); `None` when parsed from text.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -71,7 +73,21 @@ impl NameMap {
                 crate::dump::reader::io_problem(&e)
             )
         })?;
-        NameMap::parse(&text).with_context(|| format!("map file {}", path.display()))
+        let mut map = NameMap::parse(&text).with_context(|| {
+            format!(
+                "the map file {} is invalid (its format: docs/alignment.md)",
+                path.display()
+            )
+        })?;
+        map.path = Some(path.to_path_buf());
+        Ok(map)
+    }
+
+    /// How messages name the map file.
+    fn shown(&self) -> String {
+        self.path.as_ref().map_or("the map file".into(), |p| {
+            format!("the map file {}", p.display())
+        })
     }
 
     pub fn parse(text: &str) -> Result<NameMap> {
@@ -93,6 +109,7 @@ impl NameMap {
         Ok(NameMap {
             pairs: raw.pairs.into_iter().collect(),
             rewrites,
+            path: None,
         })
     }
 
@@ -172,18 +189,27 @@ pub fn align(a: &Dump, b: &Dump, map: &NameMap) -> Result<Alignment> {
     for (x, y) in &map.pairs {
         if a.get(x).is_none() {
             bail!(
-                "map file pairs {x:?} with {y:?}, but {} has no tensor {x:?}",
+                "{} pairs {x:?} with {y:?}, but {} has no tensor {x:?}; fix its [pairs] (`dinodiff \
+                 inspect` lists a dump's tensors)",
+                map.shown(),
                 a.path().display()
             );
         }
         if b.get(y).is_none() {
             bail!(
-                "map file pairs {x:?} with {y:?}, but {} has no tensor {y:?}",
+                "{} pairs {x:?} with {y:?}, but {} has no tensor {y:?}; fix its [pairs] (`dinodiff \
+                 inspect` lists a dump's tensors)",
+                map.shown(),
                 b.path().display()
             );
         }
         if !used_b.insert(y) {
-            bail!("map file pairs {y:?} of B with more than one tensor of A");
+            bail!(
+                "{} pairs {y:?} of {} with more than one tensor of {}; keep one of its [pairs]",
+                map.shown(),
+                b.path().display(),
+                a.path().display()
+            );
         }
         explicit_a.insert(x, y);
     }
@@ -195,9 +221,11 @@ pub fn align(a: &Dump, b: &Dump, map: &NameMap) -> Result<Alignment> {
         let key = map.key(&t.name, Side::B);
         if let Some(other) = b_by_key.insert(key.clone(), &t.name) {
             bail!(
-                "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the map file's rewrites",
+                "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the [[rewrite]] \
+                 rules of {}",
                 b.path().display(),
-                t.name
+                t.name,
+                map.shown()
             );
         }
     }
@@ -210,9 +238,11 @@ pub fn align(a: &Dump, b: &Dump, map: &NameMap) -> Result<Alignment> {
             let key = map.key(&t.name, Side::A);
             if let Some(other) = seen_a_keys.insert(key.clone(), &t.name) {
                 bail!(
-                    "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the map file's rewrites",
+                    "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the [[rewrite]] \
+                 rules of {}",
                     a.path().display(),
-                    t.name
+                    t.name,
+                    map.shown()
                 );
             }
             let by = if key == t.name {

@@ -82,6 +82,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     .as_ref()
                     .map(|p| InputSource::Dump(p.clone()).load())
                     .transpose()?,
+                input_path: args.input.clone(),
             };
             let written = dinodiff::synth::synth(&opts, &args.output)?;
             eprintln!(

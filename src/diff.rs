@@ -105,7 +105,11 @@ fn refuse_incomparable(a: &Dump, b: &Dump, alignment: &align::Alignment) -> anyh
             1 => String::new(),
             n => format!(" (and {} more pairs)", n - 1),
         };
-        anyhow::bail!("cannot compare tensor {name:?}{more}: {why}");
+        anyhow::bail!(
+            "cannot compare tensor {name:?} of {} and {}{more}: {why}",
+            a.path().display(),
+            b.path().display()
+        );
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! - [`OVER_TOLERANCE`] (1): `diff` ran and found tensors over tolerance (or mismatched shapes).
 //! - [`ERROR`] (2): the command could not do its job: bad arguments, unreadable or malformed
 //!   input, dumps of different inputs, a backend not compiled in. Nothing was written.
+//! - SIGINT, SIGTERM, SIGHUP: the run's temporary files are removed and the process ends by the
+//!   signal itself ([`crate::cleanup`]); a shell reports 130, 143, 129.
 
 use std::process::ExitCode;
 

@@ -11,11 +11,12 @@
 //! - [`align`], [`metrics`], [`diff`], [`triangulate`]: the comparisons, as data;
 //! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
 //! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
-//! - [`exit`] (exit codes), [`progress`].
+//! - [`exit`] (exit codes), [`cleanup`] (temporary files removed on SIGINT/SIGTERM), [`progress`].
 
 pub mod align;
 pub mod capture;
 pub mod checkpoint;
+pub mod cleanup;
 pub mod diff;
 pub mod dump;
 pub mod exit;

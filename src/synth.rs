@@ -30,6 +30,8 @@ pub struct SynthOptions {
     pub drift: Option<(String, f32)>,
     /// Use this input (e.g. from `prep`) as the `input` stage instead of a random one.
     pub input: Option<crate::capture::input::ModelInput>,
+    /// Where `input` was read from (for messages).
+    pub input_path: Option<std::path::PathBuf>,
 }
 
 fn field(seed: u64, stage: usize, amplitude: f32, out: &mut [f32]) {
@@ -58,6 +60,25 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         },
         None => None,
     };
+    let grid = v.arch.grid(opts.image_size);
+    if let Some(input) = &opts.input {
+        let shape = Stage::INPUT.shape(&v.arch, grid);
+        let from = opts
+            .input_path
+            .as_ref()
+            .map_or("--input".into(), |p| p.display().to_string());
+        if input.shape[..] != shape[..] {
+            bail!(
+                "{from} holds a {:?} input, but {} at --image-size {} takes {shape:?}; pass \
+                 --image-size {}, or prepare the input with `dinodiff prep --size {}`",
+                input.shape,
+                v.name,
+                opts.image_size,
+                input.shape[3],
+                opts.image_size
+            );
+        }
+    }
     let mut manifest = Manifest::for_this_process(SourceKind::Other);
     manifest.input = opts.input.as_ref().map(|i| i.provenance.clone());
     manifest.variant = Some(v.name.to_string());
@@ -73,7 +94,6 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         }),
     );
     let mut w = DumpWriter::create_for(out, manifest, stages.len())?;
-    let grid = v.arch.grid(opts.image_size);
     let mut buf: Vec<f32> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     for (i, &stage) in stages.iter().enumerate() {
@@ -83,14 +103,6 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<WrittenDump> {
         buf.clear();
         match &opts.input {
             Some(input) if stage == Stage::INPUT => {
-                if input.shape[..] != shape[..] {
-                    bail!(
-                        "--input holds a {:?} input, but {} at --image-size {} takes {shape:?}",
-                        input.shape,
-                        v.name,
-                        opts.image_size
-                    );
-                }
                 buf.extend_from_slice(&input.data);
             }
             _ => {

@@ -213,7 +213,8 @@ fn read_array<R: std::io::Read>(
                     .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
                 ensure!(
                     raw.len() >= expected,
-                    "{}: array {name:?} is cut short ({} of {expected} bytes)",
+                    "{}: array {name:?} is cut short ({} of {expected} bytes); record the run \
+                     again with tools/eqx_capture.py",
                     npz.display(),
                     raw.len(),
                 );
@@ -334,7 +335,8 @@ fn open_recording(npz: &Path) -> Result<Recording> {
     })?;
     let mut archive = npyz::npz::NpzArchive::open(npz).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not an npz file (a zip of .npy arrays): {e}",
+            "{} is not an npz file (a zip of .npy arrays): {e}; pass the recording that \
+             tools/eqx_capture.py wrote",
             npz.display()
         )
     })?;

@@ -120,7 +120,9 @@ pub fn prepare(image: &Path, transform: Transform, size: usize) -> Result<ModelI
         Transform::None => {
             if !w.is_multiple_of(16) || !h.is_multiple_of(16) {
                 bail!(
-                    "--transform none keeps the image's {w}x{h} pixels, but ViT patches need sides that are multiples of 16; use --transform meta or square"
+                    "--transform none keeps the {w}x{h} pixels of {}, but ViT patches need sides \
+                     that are multiples of 16; use --transform meta or square",
+                    image.display()
                 );
             }
             (src.into_vec(), w, h)

@@ -51,6 +51,25 @@ impl StageFilter {
         Ok(StageFilter { patterns })
     }
 
+    /// Refuses a pattern that matches none of `names` (all a capture could keep): a typo would
+    /// otherwise give a dump of `input` alone. `of` says whose names they are, for the message.
+    pub fn check_matches<'n>(
+        &self,
+        names: impl Iterator<Item = &'n str> + Clone,
+        of: &str,
+    ) -> anyhow::Result<()> {
+        for p in &self.patterns {
+            if !names.clone().any(|n| p.is_match(n)) {
+                anyhow::bail!(
+                    "--only {:?} matches no stage or value of {of}; stage names are those \
+                     `dinodiff stages` lists (e.g. blocks.0.ls1, cls)",
+                    p.as_str()
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn keeps(&self, name: &str) -> bool {
         name == crate::model::INPUT_NAME
             || self.patterns.is_empty()
@@ -73,5 +92,21 @@ mod tests {
         assert!(!some.keeps("blocks.15.attn.q"));
         let e = StageFilter::new(&["(".into()]).unwrap_err().to_string();
         assert!(e.starts_with("--only \"(\" is not a valid regex"), "{e}");
+    }
+
+    #[test]
+    fn a_pattern_that_matches_nothing_is_refused() {
+        let names = ["input", "blocks.0.ls1", "cls"];
+        let some = StageFilter::new(&["ls1$".into(), "^cls".into()]).unwrap();
+        assert!(some.check_matches(names.into_iter(), "m.onnx").is_ok());
+        let typo = StageFilter::new(&["cls".into(), "bloks".into()]).unwrap();
+        let e = typo
+            .check_matches(names.into_iter(), "m.onnx")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--only \"bloks\" matches no stage or value of m.onnx; "),
+            "{e}"
+        );
     }
 }

@@ -254,7 +254,8 @@ fn read(b: &[u8], path: &Path, selection: &Selection) -> Result<Layout, String> 
     if !b.starts_with(b"PK\x03\x04") {
         return Err(format!(
             "it is not a torch.save checkpoint: a .pth written by torch >= 1.6 is a zip archive, \
-             and this file ({} bytes) does not start like one",
+             and this file ({} bytes) does not start like one; pass the .pth file that \
+             torch.save wrote",
             b.len()
         ));
     }

@@ -69,7 +69,7 @@ fn central_directory(b: &[u8]) -> Result<(u64, u64, u64), String> {
         .find(|&at| u32_at(b, at) == Some(END))
         .ok_or(
             "it has no zip end record: the file is truncated (a download or copy cut short?) \
-             or is not a torch.save archive",
+             or is not a torch.save archive; fetch or copy it again",
         )?;
     let bad = || "its zip end record is cut short".to_string();
     let count = u16_at(b, end + 10).ok_or_else(bad)?;

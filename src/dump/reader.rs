@@ -21,13 +21,21 @@ use std::path::{Path, PathBuf};
 /// Headers above this size are refused (the safetensors reference reader's own bound).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// Why a dump could not be opened. Display: `<path>: <problem>`.
+/// Why a dump could not be opened. Display: `<path>: <problem>`, then, for a file that was read
+/// but is not a dump, what to pass instead ([`NOT_A_DUMP_HINT`]).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}", path.display())]
+#[error("{}: {problem}{}", path.display(), if *advised { "" } else { NOT_A_DUMP_HINT })]
 pub struct DumpError {
     pub path: PathBuf,
     pub problem: String,
+    /// The problem says what to do itself (a file that cannot be read, a newer format), as
+    /// opposed to a file read and found not to be a dump.
+    pub advised: bool,
 }
+
+/// What to do about a file that is not a dump.
+pub const NOT_A_DUMP_HINT: &str = "; pass a safetensors dump (from dinodiff capture, prep or \
+     synth, or safetensors' save_file), or capture it again if this one was cut short";
 
 /// One tensor of a dump.
 #[derive(Debug, Clone)]
@@ -65,13 +73,19 @@ impl Dump {
         let fail = |problem: String| DumpError {
             path: path.to_path_buf(),
             problem,
+            advised: false,
         };
-        let meta = std::fs::metadata(path).map_err(|e| fail(io_problem(&e)))?;
+        let unreadable = |e: std::io::Error| DumpError {
+            path: path.to_path_buf(),
+            problem: io_problem(&e),
+            advised: true,
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
         if meta.is_dir() {
             return Err(fail("is a directory, not a dump file".into()));
         }
-        let file = File::open(path).map_err(|e| fail(io_problem(&e)))?;
-        let size = file.metadata().map_err(|e| fail(io_problem(&e)))?.len();
+        let file = File::open(path).map_err(unreadable)?;
+        let size = file.metadata().map_err(unreadable)?.len();
         if size == 0 {
             return Err(fail(
                 "empty file (0 bytes); a safetensors dump starts with an 8-byte header length"
@@ -125,7 +139,14 @@ impl Dump {
 
         let data_order: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
         let (manifest, has_manifest) = match metadata.as_ref().and_then(|m| m.get(MANIFEST_KEY)) {
-            Some(json) => (parse_manifest(json, &entries).map_err(fail)?, true),
+            Some(json) => {
+                newer_format(json).map_err(|p| DumpError {
+                    path: path.to_path_buf(),
+                    problem: p,
+                    advised: true,
+                })?;
+                (parse_manifest(json, &entries).map_err(fail)?, true)
+            }
             None => (Manifest::implied(&implied_order(data_order)), false),
         };
         let mut by_name: HashMap<String, TensorEntry> =
@@ -205,7 +226,7 @@ pub fn implied_order(mut names: Vec<String>) -> Vec<String> {
 
 pub fn io_problem(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::NotFound => "no such file; check the path".into(),
         std::io::ErrorKind::PermissionDenied => {
             format!("cannot read: {e}; check the file's permissions")
         }
@@ -295,16 +316,25 @@ fn check_layout(entries: &mut [TensorEntry], data_len: usize) -> Result<(), Stri
     Ok(())
 }
 
+/// Refuses a manifest of a newer format version than this dinodiff reads, saying what to do.
+fn newer_format(json: &str) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format_version: Option<u64>,
+    }
+    match serde_json::from_str::<Version>(json) {
+        Ok(Version {
+            format_version: Some(v),
+        }) if v > u64::from(FORMAT_VERSION) => Err(format!(
+            "dump format version {v} is newer than this dinodiff reads ({FORMAT_VERSION}); upgrade dinodiff"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse_manifest(json: &str, entries: &[TensorEntry]) -> Result<Manifest, String> {
     let value: Value = serde_json::from_str(json)
         .map_err(|e| format!("the dinodiff manifest is not valid JSON: {e}"))?;
-    if let Some(v) = value.get("format_version").and_then(Value::as_u64)
-        && v > u64::from(FORMAT_VERSION)
-    {
-        return Err(format!(
-            "dump format version {v} is newer than this dinodiff reads ({FORMAT_VERSION}); upgrade dinodiff"
-        ));
-    }
     let manifest: Manifest = serde_json::from_value(value)
         .map_err(|e| format!("the dinodiff manifest is malformed: {e}"))?;
     let in_file: std::collections::HashSet<&str> =

@@ -7,14 +7,18 @@
 //!   second temporary file in the target's directory, syncs it and renames it onto the target: the
 //!   target path only ever holds a complete dump. A writer made with [`DumpWriter::create_for`]
 //!   leaves room for the header in front of the data, so `finish` writes the header there
-//!   (padded with spaces) and renames the data file itself, without copying the data. A writer dropped or killed before `finish` leaves nothing
-//!   at the target (a killed process may leave `.NAME.partial-*` / `.NAME.data-*` files beside it,
-//!   never the target itself);
+//!   (padded with spaces) and renames the data file itself, without copying the data. A writer
+//!   dropped before `finish` leaves nothing, neither at the target nor beside it;
+//! - the temporary files are registered with [`crate::cleanup`], and the rename onto the target is
+//!   its commit: SIGINT or SIGTERM removes them and leaves no target, or comes after the rename
+//!   and leaves the complete dump. Only SIGKILL may leave `.NAME.partial-*` / `.NAME.data-*`
+//!   files beside the target, never the target itself;
 //! - tensor names are unique; the data order is the write order, which is also the manifest's
 //!   execution order;
 //! - a tensor named `input` fixes the manifest's `input_sha256` (or must agree with it).
 
 use super::manifest::{FORMAT_VERSION, FORMAT_VERSION_KEY, MANIFEST_KEY, Manifest, TensorRecord};
+use crate::cleanup::{self, Registration};
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
@@ -34,6 +38,8 @@ pub struct WrittenDump {
 pub struct DumpWriter {
     target: PathBuf,
     data: BufWriter<NamedTempFile>,
+    /// The data file's path, for removal on a signal (after `data`: dropped after it).
+    data_registration: Registration,
     infos: Vec<(String, TensorInfo)>,
     names: HashSet<String>,
     offset: usize,
@@ -61,6 +67,12 @@ impl DumpWriter {
     }
 
     fn create_inner(target: &Path, manifest: Manifest, reserve: u64) -> Result<DumpWriter> {
+        if target.is_dir() {
+            bail!(
+                "cannot write the dump {}: it is a directory; -o must name a file",
+                target.display()
+            );
+        }
         let dir = parent_dir(target);
         let mut builder = tempfile::Builder::new();
         // The data file becomes the dump when the header fits in front of it.
@@ -69,22 +81,17 @@ impl DumpWriter {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let mut data = builder
-            .prefix(&temp_prefix(target, "data"))
-            .tempfile_in(&dir)
-            .with_context(|| {
-                format!(
-                    "cannot create a temporary file in {} for the dump {}",
-                    dir.display(),
-                    target.display()
-                )
-            })?;
+        let prefix = temp_prefix(target, "data");
+        let (mut data, data_registration) =
+            cleanup::register(|| builder.prefix(&prefix).tempfile_in(&dir), |f| f.path())
+                .map_err(|e| cannot_start(target, &dir, &e))?;
         data.as_file_mut()
             .seek(SeekFrom::Start(reserve))
             .with_context(|| format!("preparing the dump {}", target.display()))?;
         Ok(DumpWriter {
             target: target.to_path_buf(),
             data: BufWriter::with_capacity(1 << 20, data),
+            data_registration,
             infos: Vec::new(),
             names: HashSet::new(),
             offset: 0,
@@ -169,6 +176,7 @@ impl DumpWriter {
         let DumpWriter {
             target,
             data,
+            data_registration,
             infos,
             manifest,
             reserve,
@@ -190,9 +198,9 @@ impl DumpWriter {
             file.write_all(&header).with_context(context)?;
             file.sync_all().with_context(context)?;
             let bytes = file.metadata().with_context(context)?.len();
-            data.persist(&target)
-                .map_err(|e| e.error)
-                .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+            data_registration
+                .commit(|| data.persist(&target))
+                .map_err(|e| cannot_rename(&target, &e.error))?;
             return Ok(WrittenDump {
                 path: target,
                 tensors,
@@ -207,10 +215,10 @@ impl DumpWriter {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let out = builder
-            .prefix(&temp_prefix(&target, "partial"))
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let prefix = temp_prefix(&target, "partial");
+        let (out, out_registration) =
+            cleanup::register(|| builder.prefix(&prefix).tempfile_in(&dir), |f| f.path())
+                .map_err(|e| cannot_start(&target, &dir, &e))?;
         let mut out_file = out.as_file();
         out_file
             .write_all(&(header.len() as u64).to_le_bytes())
@@ -225,9 +233,10 @@ impl DumpWriter {
         out_file.sync_all().with_context(context)?;
         let bytes = out_file.metadata().with_context(context)?.len();
         drop(data); // removes the data temp file
-        out.persist(&target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("renaming the finished dump onto {}", target.display()))?;
+        drop(data_registration);
+        out_registration
+            .commit(|| out.persist(&target))
+            .map_err(|e| cannot_rename(&target, &e.error))?;
         Ok(WrittenDump {
             path: target,
             tensors,
@@ -252,6 +261,35 @@ fn header_bytes(manifest: &Manifest, infos: Vec<(String, TensorInfo)>) -> Result
     let padded = header.len().next_multiple_of(8);
     header.resize(padded, b' ');
     Ok(header)
+}
+
+/// Why a dump cannot be started at `target` (no temporary file in its directory `dir`), and
+/// what to do.
+fn cannot_start(target: &Path, dir: &Path, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "the directory {} does not exist; create it or choose another -o",
+            dir.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "no permission to create files in {}; choose another -o",
+            dir.display()
+        ),
+        _ => format!(
+            "cannot create a temporary file in {} ({e}); check that it is a writable directory",
+            dir.display()
+        ),
+    };
+    anyhow::anyhow!("cannot write the dump {}: {why}", target.display())
+}
+
+/// Why the finished dump cannot be renamed onto `target`, and what to do.
+fn cannot_rename(target: &Path, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot put the finished dump at {}: {e}; -o must name a file (not a directory) in a \
+         writable directory",
+        target.display()
+    )
 }
 
 fn parent_dir(target: &Path) -> PathBuf {

@@ -40,9 +40,19 @@ impl Case {
     }
 }
 
-/// Runs inspect on `path` and diff with it on each side; all must fail with `expected` on stderr.
+/// What every refusal of a file that is not a dump ends with: what to pass instead.
+const NOT_A_DUMP: &str = "; pass a safetensors dump (from dinodiff capture, prep or synth, or \
+                          safetensors' save_file), or capture it again if this one was cut short";
+
+/// [`assert_refused_as`] for a file that was read and is not a dump: `problem` and the hint.
 fn assert_refused(case: &Case, path: &Path, problem: &str) {
-    let expected = format!("error: {}: {problem}\n", path.display());
+    assert_refused_as(case, path, &format!("{problem}{NOT_A_DUMP}"));
+}
+
+/// Runs inspect on `path` and diff with it on each side; all must fail with `error: PATH:
+/// MESSAGE` on stderr.
+fn assert_refused_as(case: &Case, path: &Path, message: &str) {
+    let expected = format!("error: {}: {message}\n", path.display());
     dinodiff()
         .arg("inspect")
         .arg(path)
@@ -239,7 +249,7 @@ fn a_directory() {
 fn a_missing_file() {
     let c = Case::new();
     let p = c.dir.path().join("nowhere.st");
-    assert_refused(&c, &p, "no such file");
+    assert_refused_as(&c, &p, "no such file; check the path");
 }
 
 #[test]
@@ -306,7 +316,7 @@ fn newer_format_version_is_refused_with_advice() {
     let manifest = r#"{\"format_version\":99}"#;
     let header = format!(r#"{{"__metadata__":{{"dinodiff.manifest":"{manifest}"}}}}"#);
     let p = c.file("future.st", &raw(&header, b""));
-    assert_refused(
+    assert_refused_as(
         &c,
         &p,
         "dump format version 99 is newer than this dinodiff reads (1); upgrade dinodiff",

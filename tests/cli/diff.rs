@@ -311,13 +311,16 @@ fn map_file_errors_exit_2() {
         .args(["diff", "a.st", "a.st", "--map", "map.toml"])
         .assert()
         .code(2)
-        .stderr("error: map file pairs \"x\" with \"nope\", but a.st has no tensor \"nope\"\n");
+        .stderr(
+            "error: the map file map.toml pairs \"x\" with \"nope\", but a.st has no tensor \"nope\"; \
+             fix its [pairs] (`dinodiff inspect` lists a dump's tensors)\n",
+        );
     dinodiff()
         .current_dir(dir.path())
         .args(["diff", "a.st", "a.st", "--map", "missing.toml"])
         .assert()
         .code(2)
-        .stderr("error: cannot read the map file missing.toml: no such file\n");
+        .stderr("error: cannot read the map file missing.toml: no such file; check the path\n");
 }
 
 #[test]
@@ -439,7 +442,7 @@ fn complex_against_real_is_refused_not_a_crash() {
         .code(2)
         .stdout("")
         .stderr(
-            "error: cannot compare tensor \"w\": C64 against F32: dinodiff compares C64 tensors \
+            "error: cannot compare tensor \"w\" of a.st and b.st: C64 against F32: dinodiff compares C64 tensors \
              only with tensors of the same dtype (byte for byte); convert one side to the other's \
              dtype\n",
         );

@@ -47,7 +47,7 @@ fn prep_errors_exit_2() {
         .args(["prep", "--image", "missing.jpg", "-o", "in.st"])
         .assert()
         .code(2)
-        .stderr("error: cannot read the image missing.jpg: no such file\n");
+        .stderr("error: cannot read the image missing.jpg: no such file; check the path\n");
     std::fs::write(dir.path().join("fake.jpg"), b"not an image at all").unwrap();
     dinodiff()
         .current_dir(dir.path())
@@ -63,7 +63,7 @@ fn prep_errors_exit_2() {
         .args(["prep", "--image", "odd.png", "--transform", "none", "-o", "in.st"])
         .assert()
         .code(2)
-        .stderr("error: --transform none keeps the image's 100x50 pixels, but ViT patches need sides that are multiples of 16; use --transform meta or square\n");
+        .stderr("error: --transform none keeps the 100x50 pixels of odd.png, but ViT patches need sides that are multiples of 16; use --transform meta or square\n");
     dinodiff()
         .current_dir(dir.path())
         .args(["prep", "--image", "odd.png", "--size", "100", "-o", "in.st"])

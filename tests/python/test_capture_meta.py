@@ -224,7 +224,8 @@ def test_not_a_checkpoint(tmp_path, inputs, run):
     bad.write_text('{"cls_token": [1, 2, 3]}')
     fails(run, tmp_path, ["--weights", bad, "--input", inputs["photo"]],
           f"cannot read the checkpoint {bad}: it is not a torch.save checkpoint: a .pth written "
-          "by torch >= 1.6 is a zip archive, and this file (24 bytes) does not start like one")
+          "by torch >= 1.6 is a zip archive, and this file (24 bytes) does not start like one; "
+          "pass the .pth file that torch.save wrote")
     fails(run, tmp_path, ["--weights", bad, "--input", inputs["photo"], "--loader", "libtorch"],
           f"{bad} is not a PyTorch checkpoint: a .pth written by torch.save is a zip archive, "
           "and this file does not start like one (24 bytes). Pass Meta's .pth file (or write one "
@@ -255,7 +256,7 @@ def test_truncated_checkpoint(work, tmp_path, inputs, run):
     cut.write_bytes(data[: len(data) // 2])
     fails(run, tmp_path, ["--weights", cut, "--input", inputs["photo"]],
           f"cannot read the checkpoint {cut}: it has no zip end record: the file is truncated (a "
-          "download or copy cut short?) or is not a torch.save archive")
+          "download or copy cut short?) or is not a torch.save archive; fetch or copy it again")
     fails(run, tmp_path, ["--weights", cut, "--input", inputs["photo"], "--loader", "libtorch"],
           f"the checkpoint {cut} is truncated: it starts as a zip archive but has no end record "
           f"({len(data) // 2} bytes). Was a download or copy cut short? Fetch the file again")
@@ -263,7 +264,14 @@ def test_truncated_checkpoint(work, tmp_path, inputs, run):
 
 def test_missing_checkpoint(tmp_path, inputs, run):
     fails(run, tmp_path, ["--weights", tmp_path / "nope.pth", "--input", inputs["photo"]],
-          f"cannot read the checkpoint {tmp_path / 'nope.pth'}: no such file")
+          f"cannot read the checkpoint {tmp_path / 'nope.pth'}: no such file; check the path")
+
+
+def test_only_that_matches_no_stage(work, tmp_path, inputs, run):
+    fails(run, tmp_path, ["--weights", work / "mlp.pth", "--input", inputs["photo"],
+                          "--only", "bloks"],
+          '--only "bloks" matches no stage or value of DINOv3 custom; stage names are those '
+          "`dinodiff stages` lists (e.g. blocks.0.ls1, cls)")
 
 
 def test_checkpoint_of_another_variant(work, tmp_path, inputs, run):
@@ -300,7 +308,7 @@ def test_a_state_dict_of_something_else(tmp_path, inputs, run):
 
 def test_missing_image(work, tmp_path, run):
     fails(run, tmp_path, ["--weights", work / "mlp.pth", "--image", tmp_path / "cat.jpg"],
-          f"cannot read the image {tmp_path / 'cat.jpg'}: no such file")
+          f"cannot read the image {tmp_path / 'cat.jpg'}: no such file; check the path")
 
 
 def test_unreadable_image(work, tmp_path, run, dinodiff_bin):

@@ -103,3 +103,22 @@ def test_torch_onnx_export(work, run, exporter):
     assert set(m["onnx"]["derived_from_norm"]) == {"cls", "storage"}
     np.testing.assert_array_equal(t["cls"], t["norm"][:, 0])
     np.testing.assert_array_equal(t["storage"], t["norm"][:, 1:5])
+
+
+def test_only_keeps_the_stages_it_names_and_refuses_a_pattern_matching_nothing(work, run):
+    d, _ = work
+    model = d / "dynamo" / "model.onnx"
+    out = d / "only.st"
+    run("capture", "onnx", "--model", model, "--input", d / "in.st", "-o", out,
+        "--only", r"^blocks\.1\.ls2$")
+    m, _ = read_dump(out)
+    assert {n for n in m["order"] if not n.startswith("unmarked/")} >= {"input", "blocks.1.ls2"}
+    assert not any(n.startswith("blocks.0.") for n in m["order"])
+    typo = d / "typo.st"
+    proc = run("capture", "onnx", "--model", model, "--input", d / "in.st", "-o", typo,
+               "--only", "bloks.1.ls2", expect=(2,))
+    assert proc.stderr == (
+        f'error: --only "bloks.1.ls2" matches no stage or value of {model}; stage names are '
+        "those `dinodiff stages` lists (e.g. blocks.0.ls1, cls)\n")
+    assert not typo.exists()
+    assert [p.name for p in d.iterdir() if p.name.startswith(".typo.st")] == []

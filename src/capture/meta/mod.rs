@@ -231,10 +231,15 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
     let load = started.elapsed();
 
     let manifest = meta_manifest(opts, &loaded, &input, device, threads);
-    let stages = Stage::all(loaded.arch.depth)
+    let names: Vec<String> = Stage::all(loaded.arch.depth)
         .iter()
-        .filter(|s| opts.only.keeps(&s.to_string()))
-        .count();
+        .map(Stage::to_string)
+        .collect();
+    opts.only.check_matches(
+        names.iter().map(String::as_str),
+        &format!("DINOv3 {}", loaded.variant),
+    )?;
+    let stages = names.iter().filter(|s| opts.only.keeps(s)).count();
     let mut writer = DumpWriter::create_for(&opts.output, manifest, stages)?;
     writer.write(
         crate::model::INPUT_NAME,

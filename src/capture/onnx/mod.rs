@@ -43,9 +43,10 @@ use super::input::{InputSource, ModelInput};
 use crate::dump::{
     DumpWriter, FileIdentity, Manifest, OptimizerEffect, SourceKind, TensorRecord, WrittenDump,
 };
+use crate::model::{HeadStage, Stage};
 use crate::onnx::inline::{Inlined, ValueOrigin, inline_local_functions};
 use crate::onnx::proto::ModelProto;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use model_file::{MarkedFile, ModelFile};
 use ort::environment::Environment;
 use ort::session::{Session, builder::GraphOptimizationLevel};
@@ -315,8 +316,21 @@ fn mark<'a>(
     model: ModelProto,
     finals: &BTreeSet<String>,
 ) -> Result<Marked<'a>> {
-    let mut inlined = inline_local_functions(model)?;
+    let mut inlined =
+        inline_local_functions(model).with_context(|| format!("{}", opts.model.display()))?;
     let stages = rules::recognize(&inlined.values, &inlined.calls);
+    // What `--only` may name: values, recognized stages, and the head views derived from `norm`.
+    let stage_names: Vec<String> = stages
+        .values()
+        .map(|r| r.stage)
+        .chain(HeadStage::ALL.iter().map(|&h| Stage::Head(h)))
+        .map(|s| s.to_string())
+        .collect();
+    let values = inlined.values.iter().map(|v| v.name.as_str());
+    opts.only.check_matches(
+        values.chain(stage_names.iter().map(String::as_str)),
+        &opts.model.display().to_string(),
+    )?;
     let kept: Vec<usize> = (0..inlined.values.len())
         .filter(|&i| keeps(opts, &stages, finals, &inlined.values[i]))
         .collect();

@@ -11,8 +11,10 @@
 //!   external data (it refuses paths that escape the model's directory, symlinks included):
 //!   beside the model as a hidden temporary file when that directory is writable, else into a
 //!   temporary directory with the data files hard-linked (or copied, across file systems). The
-//!   copy is removed when the returned [`MarkedFile`] is dropped.
+//!   copy is removed when the returned [`MarkedFile`] is dropped, and its path (the file, or the
+//!   directory) is registered with [`crate::cleanup`]: SIGINT or SIGTERM removes it too.
 
+use crate::cleanup::{self, Registration};
 use crate::onnx::proto::{ModelProto, TensorHead};
 use anyhow::{Context, Result, bail};
 use prost::Message;
@@ -90,16 +92,24 @@ impl ModelFile {
             .path
             .file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-        if let Ok(mut f) = tempfile::Builder::new()
-            .prefix(&format!(".{stem}.marked-"))
-            .suffix(".onnx")
-            .tempfile_in(&self.dir)
-            && f.write_all(bytes).and_then(|_| f.flush()).is_ok()
-        {
-            return Ok(MarkedFile::Beside(f));
+        let beside = cleanup::register(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&format!(".{stem}.marked-"))
+                    .suffix(".onnx")
+                    .tempfile_in(&self.dir)
+            },
+            |f| f.path(),
+        );
+        if let Ok((mut f, registration)) = beside {
+            if f.write_all(bytes).and_then(|_| f.flush()).is_ok() {
+                return Ok(MarkedFile::Beside(f, registration));
+            }
+            drop(f); // removes it, before its path is forgotten
+            drop(registration);
         }
-        let dir =
-            tempfile::tempdir().context("creating a temporary directory for the marked model")?;
+        let (dir, registration) = cleanup::register(tempfile::tempdir, |d| d.path())
+            .context("creating a temporary directory for the marked model")?;
         for loc in &self.externals {
             let from = self.dir.join(loc);
             let to = dir.path().join(loc);
@@ -113,22 +123,27 @@ impl ModelFile {
         }
         let path = dir.path().join(format!("{stem}.marked.onnx"));
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        Ok(MarkedFile::Apart(dir, path))
+        Ok(MarkedFile::Apart(dir, path, registration))
     }
 }
 
-/// Where the marked copy of the model lives while it runs (removed on drop).
+/// Where the marked copy of the model lives while it runs (removed on drop; the registration,
+/// dropped after it, forgets its path).
 pub(super) enum MarkedFile {
-    Beside(tempfile::NamedTempFile),
+    Beside(tempfile::NamedTempFile, #[allow(dead_code)] Registration),
     /// The directory is kept (and removed on drop) with the model path inside it.
-    Apart(#[allow(dead_code)] tempfile::TempDir, PathBuf),
+    Apart(
+        #[allow(dead_code)] tempfile::TempDir,
+        PathBuf,
+        #[allow(dead_code)] Registration,
+    ),
 }
 
 impl MarkedFile {
     pub(super) fn path(&self) -> &Path {
         match self {
-            MarkedFile::Beside(f) => f.path(),
-            MarkedFile::Apart(_, p) => p,
+            MarkedFile::Beside(f, _) => f.path(),
+            MarkedFile::Apart(_, p, _) => p,
         }
     }
 }
