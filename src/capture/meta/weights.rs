@@ -18,6 +18,7 @@
 //!   stderr line saying what was read.
 
 use super::hf;
+use super::residency::MapHints;
 pub use super::tensors::{Backing, Weights};
 use super::tensors::{borrowed_tensor, map_file, safetensors_of, tensor_count};
 use crate::checkpoint::{self, Selection, Shapes};
@@ -179,6 +180,7 @@ fn from_pth(path: &Path, key: Option<&str>) -> Result<Weights> {
         file: path.to_path_buf(),
         facts,
         summary,
+        hints: Some(MapHints::new(sd.mapped())),
         backing: Some(Arc::new(sd)),
     })
 }
@@ -202,6 +204,7 @@ fn from_libtorch(path: &Path) -> Result<Weights> {
         tensors,
         file: path.to_path_buf(),
         backing: None,
+        hints: None,
     })
 }
 
@@ -241,6 +244,7 @@ fn from_safetensors(path: &Path, config: Option<&Path>) -> Result<Weights> {
         facts: json!({"format": "safetensors", "tensors": n, "dtypes": dtypes}),
         tensors,
         file: path.to_path_buf(),
+        hints: Some(MapHints::new(&map)),
         backing: Some(map),
     })
 }
