@@ -5,6 +5,11 @@ downloaded here.
 
     python tools/make_meta_checkpoint.py --variant vits16 --seed 0 -o vits16.pth
     python tools/make_meta_checkpoint.py --variant vits16 --depth 2 --embed-dim 64 --heads 2 -o tiny.pth
+    python tools/make_meta_checkpoint.py --variant vit7b16 --dtype bf16 -o vit7b16-bf16.safetensors
+
+A `.pth` is built in memory and written by `torch.save`; a `.safetensors` is written tensor by
+tensor (header first, from the shapes), so memory holds one tensor at a time: the ViT-7B file
+(13.4 GB in bf16, 6.7 B parameters) is written in ~1 GB of RAM.
 
 Faithful to Meta's files where it matters for parity:
 - `rope_embed.periods` = 100 ** (2 * arange(hd/4) / (hd/2)), rounded to bf16, stored as f32;
@@ -13,7 +18,8 @@ Faithful to Meta's files where it matters for parity:
 - LayerScale gammas log-uniform in [1e-2, 1] (trained-like, not the 1e-5 init), LayerNorm
   weights around 1, `mask_token` zeros, the 7B model without qkv bias;
 - `local_cls_norm.*` for the models that carry it (ViT-7B, satellite ViT-L; unused in eval);
-- everything f32, as in Meta's released `.pth` files.
+- everything f32, as in Meta's released `.pth` files (`--dtype bf16|f16` converts every tensor,
+  periods and masks included, which are exact in bf16).
 The values are a function of the seed and the key name only (one generator per key), so a tiny
 config's weights do not shift when another key is added.
 """

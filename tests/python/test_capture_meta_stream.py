@@ -139,5 +139,6 @@ def test_in_memory_needs_every_block_within_the_budget(work, dinodiff_bin, tmp_p
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run([*args, "--weights-in-memory"], capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "the weights of every block take 81.3 MiB together (--weights-in-memory)" in refused.stderr
+    assert ("every block's weights take 81.3 MiB together in the compute dtype "
+            "(--weights-in-memory)") in refused.stderr
     assert "stream them one block at a time (drop --weights-in-memory)" in refused.stderr

@@ -9,6 +9,9 @@
 //!   configs' `pos_embed_rope_dtype = "fp32"`), coordinates `2 * (arange(0.5, h) / h) - 1`;
 //!   q and k are cast to f32 for the rotation and back, as Meta's `apply_rope` does;
 //! - the qkv bias is multiplied by `bias_mask` when the checkpoint has one (Meta's `mask_k_bias`);
+//! - a block's weights are materialized ([`materialize`]) when the block runs and dropped after
+//!   ([`Residency::Streamed`]), or all before the forward ([`Residency::InMemory`]); the same
+//!   conversion of the same tensors either way, so the two write identical stages;
 //! - stages reach the sink in the execution order of `docs/stages.md`; the sink may keep them
 //!   (they are shallow handles on tensors the forward no longer writes to).
 

@@ -12,6 +12,10 @@
 //!   ([`MetaCapture::checkpoint`]); the file's sha256 is computed by a thread while the capture
 //!   runs and recorded with its size, along with the libtorch version, device, dtype, thread
 //!   count, variant and the input's hash;
+//! - the weights are streamed one block at a time (or all materialized first with
+//!   `--weights-in-memory`, same bytes), and what that holds at once is estimated and checked
+//!   against `--max-memory` before the forward ([`residency`]); the manifest records the plan
+//!   (`meta.weights`);
 //! - stages are written by a second thread while the forward runs (bounded queue), in execution
 //!   order; the dump appears only when complete ([`crate::dump::DumpWriter`]);
 //! - on CPU, two captures of the same input with the same thread count write identical tensors.

@@ -136,7 +136,10 @@ impl MemoryPlan {
         let size = |b: u64| ByteSize(b).display().iec().to_string();
         let (what, hint) = match residency {
             Residency::Streamed => (
-                format!("one block's weights take {}", size(self.block_weights)),
+                format!(
+                    "one block's weights take {} in the compute dtype",
+                    size(self.block_weights)
+                ),
                 if kind == Kind::Float {
                     "raise --max-memory, or compute in bf16 (--dtype bf16), which halves them"
                 } else {
@@ -145,15 +148,16 @@ impl MemoryPlan {
             ),
             Residency::InMemory => (
                 format!(
-                    "the weights of every block take {} together (--weights-in-memory)",
+                    "every block's weights take {} together in the compute dtype \
+                     (--weights-in-memory)",
                     size(self.all_block_weights)
                 ),
                 "stream them one block at a time (drop --weights-in-memory) or raise --max-memory",
             ),
         };
         bail!(
-            "the weights do not fit the memory budget of {} (--max-memory): {what} in the compute \
-             dtype, the stem and head {}, and the activations about {}, {} in all; {hint}",
+            "the weights do not fit the memory budget of {} (--max-memory): {what}, the stem and \
+             head {}, and the activations about {}, {} in all; {hint}",
             size(self.budget),
             size(self.resident_weights),
             size(self.activations),

@@ -12,7 +12,8 @@
 //! - every tensor that is contiguous and little-endian in the file is handed to libtorch
 //!   **without a copy** (`from_blob` over the read-only memory map, which [`Weights::backing`]
 //!   keeps alive); the others are copied, one tensor at a time. Dtype conversion is the model's,
-//!   also one tensor at a time, so a capture holds the map plus at most the converted weights;
+//!   one block at a time ([`super::residency`]), so a capture holds the map plus one block's
+//!   converted weights;
 //! - refusals come from the readers (exit 2, nothing written), naming the file;
 //! - [`Weights::facts`] is the manifest's `meta.checkpoint` and [`Weights::summary`] the one
 //!   stderr line saying what was read.
