@@ -258,7 +258,7 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         done.forward.as_secs_f64(),
         done.finish.as_secs_f64()
     );
-    let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
+    let size = dinodiff::report::words::size_iec;
     let m = &done.memory;
     eprintln!(
         "weights {}: {} at once (one block {}, stem and head {}) + activations about {}, \

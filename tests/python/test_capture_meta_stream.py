@@ -126,8 +126,8 @@ def test_a_budget_one_block_does_not_fit_is_refused(work, dinodiff_bin, tmp_path
          work / "photo.st", "-o", out, "--max-memory", "8MiB"], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(
-        "error: the weights do not fit the memory budget of 8.0 MiB (--max-memory): one block's "
-        "weights take 6.8 MiB in the compute dtype, the stem and head "), proc.stderr
+        "error: the weights do not fit the memory budget of 8.00 MiB (--max-memory): one block's "
+        "weights take 6.78 MiB in the compute dtype, the stem and head "), proc.stderr
     assert "raise --max-memory, or compute in bf16 (--dtype bf16), which halves them" in proc.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
 

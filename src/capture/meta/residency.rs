@@ -18,7 +18,6 @@
 
 use crate::model::Architecture;
 use anyhow::{Context, Result, bail};
-use bytesize::ByteSize;
 use tch::{Device, Kind, Tensor};
 
 /// Whether the weights are materialized one block at a time or all before the forward.
@@ -133,7 +132,7 @@ impl MemoryPlan {
         if self.peak <= self.budget {
             return Ok(());
         }
-        let size = |b: u64| ByteSize(b).display().iec().to_string();
+        let size = crate::report::words::size_iec;
         let (what, hint) = match residency {
             Residency::Streamed => (
                 format!(
