@@ -153,6 +153,7 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
         min_coverage: args.min_coverage,
+        tokens: args.tokens,
     };
     let renderer = diff_renderer(args);
     let options = report::Options {
@@ -180,7 +181,22 @@ fn json_text(value: &impl serde::Serialize) -> String {
     text
 }
 
-/// The renderer `--format` asks for; colour and wrapping (table) follow the terminal.
+/// Columns the table may use when stdout is not a terminal and `--width` is not given.
+const PIPED_WIDTH: usize = 100;
+
+/// `--width`, else the terminal's columns, else [`PIPED_WIDTH`].
+fn table_width(args: &DiffArgs, tty: bool) -> usize {
+    let terminal = || {
+        tty.then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+            .flatten()
+    };
+    args.width
+        .map(usize::from)
+        .or_else(terminal)
+        .unwrap_or(PIPED_WIDTH)
+}
+
+/// The renderer `--format` asks for; colour and width (table) follow the terminal.
 fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
     let tty = std::io::stdout().is_terminal();
     match args.format {
@@ -191,7 +207,7 @@ fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
                     ColorChoice::Never => false,
                     ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
                 },
-                wrap: tty,
+                width: Some(table_width(args, tty)),
             },
         }),
         DiffFormat::Json => Box::new(report::JsonRenderer),
@@ -291,6 +307,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         output: args.output,
         only: dinodiff::capture::StageFilter::new(&args.only)?,
         opt_level: args.opt_level.into(),
+        deploy_opt_level: args.deploy_opt_level.into(),
         threads: args.threads,
         ort_lib: args.ort_lib,
         input_name: args.input_name,
@@ -299,7 +316,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
     let done = onnx::capture(&opts)?;
     eprintln!(
         "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, {} marked run{} {:.3} s; \
-         final outputs {} the unmarked run's (ONNX Runtime from {})",
+         final outputs {} the unmarked run's at the same level (ONNX Runtime from {})",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,
@@ -315,6 +332,26 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         },
         done.runtime.display()
     );
+    if let Some(e) = &done.optimizer_effect {
+        let headline: Vec<String> = done
+            .deployed_headline
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        eprintln!(
+            "deployed run: {}; its headline ({}) is written as deployed/<stage>",
+            dinodiff::report::words::optimizer_effect(e),
+            if headline.is_empty() {
+                "none found in the outputs".to_string()
+            } else {
+                headline.join(", ")
+            }
+        );
+        let path = done.written.path.display().to_string();
+        if let Some(finding) = dinodiff::report::words::optimizer_finding(&path, e) {
+            eprintln!("{finding}");
+        }
+    }
     Ok(exit::WITHIN_TOLERANCE)
 }
 

@@ -2,6 +2,7 @@
 //! types; `app` turns them into work. Part of the binary: the library does not use clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dinodiff::metrics::Tolerance;
 use std::path::PathBuf;
 
 /// Find where numerical parity breaks between implementations of the same neural network.
@@ -139,10 +140,10 @@ pub struct DiffArgs {
     /// Equinox) and C (an export of the port, e.g. its ONNX file)
     pub c: Option<PathBuf>,
     /// Absolute tolerance: a position fails when |a-b| > atol + rtol * max(|a|, |b|)
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = Tolerance::DEFAULT.atol)]
     pub atol: f64,
     /// Relative tolerance (see --atol)
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = Tolerance::DEFAULT.rtol)]
     pub rtol: f64,
     /// Name map (TOML: [pairs] and [[rewrite]] rules; see docs/alignment.md)
     #[arg(long, value_name = "FILE")]
@@ -162,6 +163,14 @@ pub struct DiffArgs {
     /// List the tensors that found no partner
     #[arg(long)]
     pub list_unmatched: bool,
+    /// Also break each stage's difference down by token category (CLS / storage / patches:
+    /// max|Δ| and rms)
+    #[arg(long)]
+    pub tokens: bool,
+    /// Fit the tables to N columns (table format); default: the terminal's width, 100 when
+    /// stdout is not a terminal
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
+    pub width: Option<u16>,
 }
 
 #[derive(Args, Debug)]
@@ -248,9 +257,15 @@ pub struct CaptureOnnxArgs {
     /// `input` are always kept)
     #[arg(long, value_name = "REGEX", num_args = 1..)]
     pub only: Vec<String>,
-    /// ONNX Runtime graph optimizations, for both the marked and the unmarked run
+    /// ONNX Runtime graph optimizations for the marked runs, whose values are captured
+    /// (`disable`: the graph as exported)
     #[arg(long, value_enum, default_value_t = OptLevel::Disable)]
     pub opt_level: OptLevel,
+    /// ONNX Runtime graph optimizations for the deployed run (the model unmarked, as users run
+    /// it): the headline comes from it, and its difference from the graph as exported is
+    /// reported as the optimizer effect (`all` is ONNX Runtime's default)
+    #[arg(long, value_enum, default_value_t = OptLevel::All)]
+    pub deploy_opt_level: OptLevel,
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's)
     #[arg(long)]
     pub threads: Option<usize>,

@@ -22,6 +22,7 @@ mod kernel;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 use crate::dump::element::{ElementKind, decode_into, element_size};
 use kernel::{Partial, SCRATCH, run_chunk};
@@ -57,6 +58,14 @@ impl View<'_> {
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
+}
+
+impl Tolerance {
+    /// `diff`'s default: atol = rtol = 1e-4.
+    pub const DEFAULT: Tolerance = Tolerance {
+        atol: 1e-4,
+        rtol: 1e-4,
+    };
 }
 
 /// Differences between two tensors of the same element count.
