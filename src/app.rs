@@ -254,6 +254,12 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         precision: args.dtype.into(),
         threads: args.threads,
         only: dinodiff::capture::StageFilter::new(&args.only)?,
+        residency: if args.weights_in_memory {
+            meta::residency::Residency::InMemory
+        } else {
+            meta::residency::Residency::Streamed
+        },
+        max_memory: args.max_memory,
     };
     let done = meta::capture(&opts)?;
     eprintln!("{}", done.checkpoint);
@@ -268,6 +274,18 @@ fn run_capture_meta(args: crate::cli::CaptureMetaArgs) -> Result<u8> {
         done.load.as_secs_f64(),
         done.forward.as_secs_f64(),
         done.finish.as_secs_f64()
+    );
+    let size = dinodiff::report::words::size_iec;
+    let m = &done.memory;
+    eprintln!(
+        "weights {}: {} at once (one block {}, stem and head {}) + activations about {}, \
+         budget {} (--max-memory)",
+        m.residency,
+        size(m.peak - m.activations),
+        size(m.block_weights),
+        size(m.resident_weights),
+        size(m.activations),
+        size(m.budget)
     );
     Ok(exit::WITHIN_TOLERANCE)
 }

@@ -344,6 +344,15 @@ pub struct CaptureMetaArgs {
     /// Keep only the stages whose name matches one of these regexes (`input` is always kept)
     #[arg(long, value_name = "REGEX", num_args = 1..)]
     pub only: Vec<String>,
+    /// Memory budget for the weights held at once (in the compute dtype) and the activations,
+    /// e.g. 4GiB; refused before the forward when one block does not fit (default: half of the
+    /// memory available at start)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Materialize every block's weights before the forward, instead of streaming them one block
+    /// at a time (same results, more memory; for comparison)
+    #[arg(long)]
+    pub weights_in_memory: bool,
 }
 
 #[derive(Args, Debug)]

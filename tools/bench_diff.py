@@ -7,6 +7,9 @@ ViT-L/16 at 224 and a ViT-7B-sized pair (40 blocks x 4096 wide). Every timing is
 --repeat warm runs; memory is the peak RssAnon (anonymous memory: heap, stacks; not the page
 cache that mapped files use) sampled every 5 ms from /proc.
 
+Real dumps instead (say two ViT-7B captures, `tools/bench_capture_meta_stream.py --checkpoint-7b`):
+    python tools/bench_diff.py --dumps a.st b.st
+
 Run: tools/dev bench            (or: python tools/bench_diff.py --bin target/release/dinodiff)
 """
 
@@ -29,12 +32,30 @@ import numpy as np
 from safetensors import safe_open
 a_path, b_path = sys.argv[1], sys.argv[2]
 worst = 0.0
+# numpy has no bfloat16: a bf16 dump is read through ml_dtypes' bfloat16 (exact widening).
+import json, struct, ml_dtypes
+def reader(path):
+    with open(path, "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    bf16 = {k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "BF16"}
+    if not bf16:
+        return lambda f, name: f.get_tensor(name)
+    data_start = 8 + struct.unpack("<Q", open(path, "rb").read(8))[0]
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    def get(f, name):
+        if name not in bf16:
+            return f.get_tensor(name)
+        lo, hi = header[name]["data_offsets"]
+        return mapped[data_start + lo:data_start + hi].view(ml_dtypes.bfloat16)
+    return get
+get_a, get_b = reader(a_path), reader(b_path)
 with safe_open(a_path, "numpy") as fa, safe_open(b_path, "numpy") as fb:
+    keys_b = set(fb.keys())
     for name in fa.keys():
-        if name not in fb.keys():
+        if name not in keys_b:
             continue
-        a = fa.get_tensor(name).astype(np.float64).ravel()
-        b = fb.get_tensor(name).astype(np.float64).ravel()
+        a = get_a(fa, name).astype(np.float64).ravel()
+        b = get_b(fb, name).astype(np.float64).ravel()
         d = np.abs(a - b)
         max_abs = d.max()
         cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
@@ -43,7 +64,7 @@ print(worst)
 """
 
 
-def peak_rss_anon(cmd, **kw):
+def peak_rss_anon(cmd, ok=(0, 1), **kw):
     """Runs cmd; returns (seconds, peak RssAnon in bytes, peak VmRSS in bytes)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **kw)
@@ -68,12 +89,13 @@ def peak_rss_anon(cmd, **kw):
     code = proc.wait()
     elapsed = time.perf_counter() - start
     t.join()
-    if code not in (0, 1):
+    if code not in ok:
         raise ToolError(f"{' '.join(map(str, cmd))} failed with exit code {code}")
     return elapsed, peak["anon"], peak["rss"]
 
 
 def best(runs, cmd, **kw):
+    """(best seconds, highest peak RssAnon, highest peak VmRSS) of `runs` runs."""
     results = [peak_rss_anon(cmd, **kw) for _ in range(runs)]
     return min(r[0] for r in results), max(r[1] for r in results), max(r[2] for r in results)
 
@@ -100,22 +122,27 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", choices=["vitl16", "vit7b16"], action="append")
     p.add_argument("--size-7b", type=int, default=288, help="image size of the 7B pair")
+    p.add_argument("--dumps", nargs=2, metavar=("A.st", "B.st"),
+                   help="benchmark this pair of real dumps instead of the synthetic ones")
     args = p.parse_args()
     out_dir = pathlib.Path(args.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [("vitl16-224", "vitl16", 224), (f"vit7b16-{args.size_7b}", "vit7b16", args.size_7b)]
     if args.only:
         cases = [c for c in cases if c[1] in args.only]
+    if args.dumps:
+        given = [pathlib.Path(d) for d in args.dumps]
+        cases = [(f"{given[0].name} vs {given[1].name}", given, None)]
     rows = []
     for name, variant, size in cases:
-        a, b = ensure_pair(args.bin, out_dir, name, variant, size)
+        a, b = variant if size is None else ensure_pair(args.bin, out_dir, name, variant, size)
         total = a.stat().st_size + b.stat().st_size
         subprocess.run(["cat", a, b], stdout=subprocess.DEVNULL, check=True)  # warm the cache
         t_cat, _, _ = best(args.repeat, ["cat", a, b])
         t_dd, anon_dd, rss_dd = best(
             args.repeat, [args.bin, "diff", a, b, "--format", "json"], stderr=subprocess.DEVNULL
         )
-        t_np, anon_np, _ = best(args.repeat, [sys.executable, "-c", BASELINE, a, b])
+        t_np, anon_np, _ = best(args.repeat, [sys.executable, "-c", BASELINE, a, b], ok=(0,))
         rows.append((name, total, t_cat, t_dd, t_np, anon_dd, rss_dd, anon_np))
 
     gb = 1e9

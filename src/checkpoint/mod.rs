@@ -127,6 +127,11 @@ impl<'a> TensorView<'a> {
 
 impl StateDict {
     /// The tensors in file order (names after prefix stripping).
+    /// The whole mapped file.
+    pub fn mapped(&self) -> &[u8] {
+        &self.map
+    }
+
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> {
         self.tensors
             .iter()

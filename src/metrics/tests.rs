@@ -113,3 +113,50 @@ fn stats_skip_nonfinite() {
     );
     assert_eq!((s.nan, s.inf), (1, 1));
 }
+
+#[test]
+fn f32_against_bf16_read_in_place_equals_the_decoded_path() {
+    // Values with every kind of element: normal, tiny, zero, NaN, infinities, over 2 chunks.
+    let n = 2 * CHUNK + 37;
+    let mut state = 0x9e37_79b9_u32;
+    let mut next = || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        f32::from_bits(0x3f80_0000 | (state >> 9)) - 1.5
+    };
+    let mut a: Vec<f32> = (0..n).map(|_| next() * 7.0).collect();
+    let mut b: Vec<half::bf16> = a
+        .iter()
+        .map(|&x| half::bf16::from_f32(x + next() * 1e-3))
+        .collect();
+    (a[3], b[3]) = (f32::NAN, half::bf16::NAN);
+    (a[5], b[5]) = (1.0, half::bf16::INFINITY);
+    (a[8], b[8]) = (1e-40, half::bf16::from_bits(1));
+    let a_bytes = f32s(&a);
+    let b_bytes: Vec<u8> = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+    // The same bytes one byte off their alignment take the decoding path.
+    let shifted = |bytes: &[u8]| [&[0u8][..], bytes].concat();
+    for (x, y, xd, yd) in [
+        (&a_bytes[..], &b_bytes[..], Dtype::F32, Dtype::BF16),
+        (&b_bytes[..], &a_bytes[..], Dtype::BF16, Dtype::F32),
+        (&b_bytes[..], &b_bytes[..], Dtype::BF16, Dtype::BF16),
+    ] {
+        let (x_off, y_off) = (shifted(x), shifted(y));
+        let aligned = compare(
+            View { dtype: xd, data: x },
+            View { dtype: yd, data: y },
+            TOL,
+        );
+        let decoded = compare(
+            View {
+                dtype: xd,
+                data: &x_off[1..],
+            },
+            View {
+                dtype: yd,
+                data: &y_off[1..],
+            },
+            TOL,
+        );
+        assert_eq!(aligned, decoded, "{xd} vs {yd}");
+    }
+}

@@ -309,6 +309,17 @@ mod tests {
         assert!(!keys.contains_key("blocks.0.attn.qkv.bias"));
         assert!(!keys.contains_key("blocks.0.attn.qkv.bias_mask"));
         assert_eq!(keys["blocks.39.mlp.w1.weight"], vec![8192, 4096]);
+        // Meta's SwiGLUFFN keeps w1, w2, w3 apart (no fused w12): w3(silu(w1 x) * w2 x).
+        assert_eq!(keys["blocks.39.mlp.w2.weight"], vec![8192, 4096]);
+        assert_eq!(keys["blocks.39.mlp.w3.weight"], vec![4096, 8192]);
+        assert!(!keys.keys().any(|k| k.contains("w12")));
+        // 6.7 B parameters (DINOv3 ViT-7B; 6,716 M with local_cls_norm aside).
+        let params: usize = keys
+            .iter()
+            .filter(|(k, _)| !k.ends_with("bias_mask"))
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum();
+        assert_eq!(params / 1_000_000, 6716);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 
 mod deployed;
 mod grid;
+mod sizes;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
 pub use grid::*;
+pub use sizes::size_iec;
 
 use crate::diff::{
     Coverage, CoverageBasis, DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict,

@@ -70,3 +70,24 @@ def test_7b_has_no_qkv_bias_and_swiglu64(tmp_path):
     # int(2 * 3 * 128 / 3) = 256, already a multiple of 64.
     assert sd["blocks.0.mlp.w1.weight"].shape == (256, 128)
     assert sd["blocks.0.mlp.w3.weight"].shape == (128, 256)
+
+
+def test_safetensors_written_tensor_by_tensor_hold_the_same_values(tmp_path):
+    """The streamed safetensors writer (what the ViT-7B benchmark file is made with) against
+    safetensors' own reader: same keys in the same order, same bf16 values as the .pth."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    args = ["--variant", "vit7b16", "--embed-dim", "128", "--depth", "2", "--heads", "2",
+            "--dtype", "bf16", "--seed", "5"]
+    sd = make(tmp_path, *args)
+    st = tmp_path / "ckpt.safetensors"
+    subprocess.run([sys.executable, TOOL, *args, "-o", st], check=True, capture_output=True)
+    loaded = load_file(st)
+    with safe_open(str(st), "pt") as f:
+        assert list(f.keys()) == sorted(sd)  # safetensors lists keys sorted
+    assert set(loaded) == set(sd)
+    for k, v in sd.items():
+        assert v.dtype == torch.bfloat16 and loaded[k].dtype == torch.bfloat16, k
+        assert torch.equal(loaded[k], v), k
+    assert "blocks.1.mlp.w3.weight" in sd and not any(k.endswith("qkv.bias") for k in sd)

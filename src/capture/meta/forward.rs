@@ -9,11 +9,15 @@
 //!   configs' `pos_embed_rope_dtype = "fp32"`), coordinates `2 * (arange(0.5, h) / h) - 1`;
 //!   q and k are cast to f32 for the rotation and back, as Meta's `apply_rope` does;
 //! - the qkv bias is multiplied by `bias_mask` when the checkpoint has one (Meta's `mask_k_bias`);
+//! - a block's weights are materialized ([`materialize`]) when the block runs and dropped after
+//!   ([`Residency::Streamed`]), or all before the forward ([`Residency::InMemory`]); the same
+//!   conversion of the same tensors either way, so the two write identical stages;
 //! - stages reach the sink in the execution order of `docs/stages.md`; the sink may keep them
 //!   (they are shallow handles on tensors the forward no longer writes to).
 
+use super::residency::{MapHints, Residency, block_of, materialize};
 use crate::model::{Architecture, BlockStage, Ffn, HeadStage, Stage, StemStage};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
@@ -26,78 +30,108 @@ pub type Sink<'a> = dyn FnMut(Stage, String, &Tensor) -> Result<()> + 'a;
 /// A block's view of the sink: the stage within the block.
 type BlockSink<'a> = dyn FnMut(BlockStage, String, &Tensor) -> Result<()> + 'a;
 
-/// The loaded model: its architecture and its weights, on the compute device in the compute dtype
-/// (`rope_embed.periods` and `bias_mask` as they are in f32).
+/// Weights by checkpoint name.
+pub type WeightMap = HashMap<String, Tensor>;
+
+/// The loaded model: its architecture and its weights. The stem's and head's weights (and, in
+/// memory, every block's) are materialized on the compute device in the compute dtype
+/// ([`materialize`]); a streamed model keeps each block's checkpoint tensors as read and
+/// materializes them when the block runs.
 pub struct MetaVit {
     pub arch: Architecture,
     /// Declared before `_backing`, so dropped first: some tensors point into its memory.
-    weights: HashMap<String, Tensor>,
+    resident: WeightMap,
+    /// Per block, the checkpoint's tensors as read (streamed; empty lists in memory).
+    pending: Vec<Vec<(String, Tensor)>>,
+    residency: Residency,
     kind: Kind,
     device: Device,
+    hints: Option<MapHints>,
     /// The memory map zero-copy weights point into ([`super::tensors::Backing`]).
     _backing: super::tensors::Backing,
 }
 
+/// What [`MetaVit::new`] takes besides the tensors.
+pub struct Placement {
+    pub kind: Kind,
+    pub device: Device,
+    pub residency: Residency,
+    /// The checkpoint's memory map, when the tensors point into one.
+    pub hints: Option<MapHints>,
+}
+
 impl MetaVit {
-    /// Takes the checkpoint's tensors (already checked against `arch`), each converted to the
-    /// device and dtype on its own (a no-op alias when they already match), and what they point
-    /// into. The weights are only ever read (every op of the forward is out of place).
+    /// Takes the checkpoint's tensors (already checked against `arch`) and what they point
+    /// into. The stem's and head's are materialized now, the blocks' now (in memory) or when
+    /// each block runs (streamed), each tensor on its own. The weights are only ever read
+    /// (every op of the forward is out of place).
     pub fn new(
         arch: Architecture,
         tensors: Vec<(String, Tensor)>,
-        kind: Kind,
-        device: Device,
+        place: Placement,
         backing: super::tensors::Backing,
     ) -> Result<MetaVit> {
-        let mut weights = HashMap::with_capacity(tensors.len());
+        let mut resident = HashMap::with_capacity(tensors.len());
+        let mut pending: Vec<Vec<(String, Tensor)>> = (0..arch.depth).map(|_| Vec::new()).collect();
         for (name, t) in tensors {
-            let want = if name == "rope_embed.periods" || name.ends_with(".bias_mask") {
-                Kind::Float
-            } else {
-                kind
-            };
-            let t = t
-                .f_to_device(device)
-                .and_then(|t| t.f_to_kind(want))
-                .with_context(|| {
-                    format!("moving checkpoint tensor {name} to {device:?} {want:?}")
-                })?;
-            weights.insert(name, t);
+            let block = block_of(&name).filter(|&i| i < arch.depth);
+            match (place.residency, block) {
+                (Residency::Streamed, Some(i)) => pending[i].push((name, t)),
+                _ => {
+                    let t = materialize(&name, &t, place.kind, place.device)?;
+                    resident.insert(name, t);
+                }
+            }
         }
         Ok(MetaVit {
             arch,
-            weights,
-            kind,
-            device,
+            resident,
+            pending,
+            residency: place.residency,
+            kind: place.kind,
+            device: place.device,
+            hints: place.hints,
             _backing: backing,
         })
     }
 
-    fn w(&self, key: &str) -> Result<&Tensor> {
-        match self.weights.get(key) {
-            Some(t) => Ok(t),
-            None => {
-                bail!("checkpoint tensor {key} is missing (the key check should have caught this)")
+    pub fn residency(&self) -> Residency {
+        self.residency
+    }
+
+    /// Block `i`'s weights: materialized now (streamed) or shared with the resident ones.
+    fn block_weights(&self, i: usize) -> Result<WeightMap> {
+        match self.residency {
+            Residency::Streamed => self.pending[i]
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), materialize(name, t, self.kind, self.device)?)))
+                .collect(),
+            Residency::InMemory => {
+                let prefix = format!("blocks.{i}.");
+                Ok(self
+                    .resident
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                    .collect())
             }
         }
     }
 
-    fn linear(&self, x: &Tensor, prefix: &str) -> Result<Tensor> {
-        let weight = self.w(&format!("{prefix}.weight"))?;
-        let bias = self.weights.get(&format!("{prefix}.bias"));
-        Ok(x.f_linear(weight, bias)?)
-    }
-
-    fn layer_norm(&self, x: &Tensor, prefix: &str) -> Result<Tensor> {
-        let weight = self.w(&format!("{prefix}.weight"))?;
-        let bias = self.w(&format!("{prefix}.bias"))?;
-        Ok(x.f_layer_norm(
-            [self.arch.embed_dim as i64],
-            Some(weight),
-            Some(bias),
-            LAYER_NORM_EPS,
-            true,
-        )?)
+    /// Advice on block `i`'s mapped checkpoint bytes: needed soon, or done with (streamed only:
+    /// in memory, materialized weights may alias the map for the whole forward).
+    fn hint(&self, i: usize, needed: bool) {
+        let (Some(hints), Residency::Streamed, Some(block)) =
+            (self.hints, self.residency, self.pending.get(i))
+        else {
+            return;
+        };
+        let tensors = block.iter().map(|(_, t)| t);
+        if needed {
+            hints.will_need(tensors);
+        } else {
+            hints.done(tensors);
+        }
     }
 
     /// Meta's `RopePositionEmbedding.forward(H=h, W=w)` in eval mode: (sin, cos), each [h*w, hd].
@@ -108,7 +142,7 @@ impl MetaVit {
         let grid = Tensor::f_meshgrid_indexing(&[coords_h, coords_w], "ij")?;
         let coords = Tensor::f_stack(&grid, -1)?.f_flatten(0, 1)?;
         let coords = coords.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
-        let periods = self.w("rope_embed.periods")?;
+        let periods = weight(&self.resident, "rope_embed.periods")?;
         let angles = coords
             .f_unsqueeze(-1)?
             .f_mul_scalar(2.0 * std::f64::consts::PI)?
@@ -128,8 +162,8 @@ impl MetaVit {
         // Patch embedding: conv -> [B, D, h, w] -> [B, h*w, D] (Meta: flatten(2).transpose(1, 2),
         // reshape to [B, h, w, D], then flatten(1, 2) in prepare_tokens_with_masks).
         let conv = input.f_conv2d(
-            self.w("patch_embed.proj.weight")?,
-            Some(self.w("patch_embed.proj.bias")?),
+            weight(&self.resident, "patch_embed.proj.weight")?,
+            Some(weight(&self.resident, "patch_embed.proj.bias")?),
             [p, p],
             [0, 0],
             [1, 1],
@@ -147,12 +181,11 @@ impl MetaVit {
             &patches,
         )?;
 
-        let cls = self
-            .w("cls_token")?
-            .f_add(&self.w("mask_token")?.f_mul_scalar(0)?)?;
+        let cls = weight(&self.resident, "cls_token")?
+            .f_add(&weight(&self.resident, "mask_token")?.f_mul_scalar(0)?)?;
         let mut parts = vec![cls.f_expand([b, -1, -1], false)?];
         if r > 0 {
-            parts.push(self.w("storage_tokens")?.f_expand([b, -1, -1], false)?);
+            parts.push(weight(&self.resident, "storage_tokens")?.f_expand([b, -1, -1], false)?);
         }
         parts.push(patches);
         let mut x = Tensor::f_cat(&parts, 1)?;
@@ -174,18 +207,34 @@ impl MetaVit {
             &cos,
         )?;
 
+        self.hint(0, true);
         for i in 0..a.depth {
-            x = self.block(i, &x, &sin, &cos, sink)?;
+            let ws = self.block_weights(i)?;
+            // Read the next block's bytes while this one computes.
+            self.hint(i + 1, true);
+            x = self.block(i, &ws, &x, &sin, &cos, sink)?;
+            drop(ws);
+            self.hint(i, false);
         }
 
         let n_prefix = 1 + r;
         let normed = if a.cls_norm {
             let n = x.size()[1];
-            let prefix = self.layer_norm(&x.f_narrow(1, 0, n_prefix)?, "cls_norm")?;
-            let rest = self.layer_norm(&x.f_narrow(1, n_prefix, n - n_prefix)?, "norm")?;
+            let prefix = layer_norm(
+                &self.resident,
+                &x.f_narrow(1, 0, n_prefix)?,
+                "cls_norm",
+                a.embed_dim,
+            )?;
+            let rest = layer_norm(
+                &self.resident,
+                &x.f_narrow(1, n_prefix, n - n_prefix)?,
+                "norm",
+                a.embed_dim,
+            )?;
             Tensor::f_cat(&[prefix, rest], 1)?
         } else {
-            self.layer_norm(&x, "norm")?
+            layer_norm(&self.resident, &x, "norm", a.embed_dim)?
         };
         sink(
             Stage::Head(HeadStage::Norm),
@@ -225,6 +274,7 @@ impl MetaVit {
     fn block(
         &self,
         i: usize,
+        ws: &WeightMap,
         x: &Tensor,
         sin: &Tensor,
         cos: &Tensor,
@@ -234,11 +284,11 @@ impl MetaVit {
         let mut put =
             |s: BlockStage, native: String, t: &Tensor| sink(Stage::Block(i, s), native, t);
 
-        let norm1 = self.layer_norm(x, &format!("{pre}.norm1"))?;
+        let norm1 = layer_norm(ws, x, &format!("{pre}.norm1"), self.arch.embed_dim)?;
         put(BlockStage::Norm1, format!("{pre}.norm1"), &norm1)?;
-        let attn = self.attention(&pre, &norm1, sin, cos, &mut put)?;
+        let attn = self.attention(ws, &pre, &norm1, sin, cos, &mut put)?;
         put(BlockStage::Attn, format!("{pre}.attn"), &attn)?;
-        let ls1 = attn.f_mul(self.w(&format!("{pre}.ls1.gamma"))?)?;
+        let ls1 = attn.f_mul(weight(ws, &format!("{pre}.ls1.gamma"))?)?;
         put(BlockStage::Ls1, format!("{pre}.ls1"), &ls1)?;
         let residual1 = x.f_add(&ls1)?;
         put(
@@ -247,11 +297,11 @@ impl MetaVit {
             &residual1,
         )?;
 
-        let norm2 = self.layer_norm(&residual1, &format!("{pre}.norm2"))?;
+        let norm2 = layer_norm(ws, &residual1, &format!("{pre}.norm2"), self.arch.embed_dim)?;
         put(BlockStage::Norm2, format!("{pre}.norm2"), &norm2)?;
-        let mlp = self.ffn(&pre, &norm2, &mut put)?;
+        let mlp = self.ffn(ws, &pre, &norm2, &mut put)?;
         put(BlockStage::Mlp, format!("{pre}.mlp"), &mlp)?;
-        let ls2 = mlp.f_mul(self.w(&format!("{pre}.ls2.gamma"))?)?;
+        let ls2 = mlp.f_mul(weight(ws, &format!("{pre}.ls2.gamma"))?)?;
         put(BlockStage::Ls2, format!("{pre}.ls2"), &ls2)?;
         let output = residual1.f_add(&ls2)?;
         put(BlockStage::Output, pre.clone(), &output)?;
@@ -262,6 +312,7 @@ impl MetaVit {
     /// masked-bias qkv, RoPE on q and k, SDPA, heads merged, `proj`.
     fn attention(
         &self,
+        ws: &WeightMap,
         pre: &str,
         norm1: &Tensor,
         sin: &Tensor,
@@ -272,15 +323,13 @@ impl MetaVit {
         let (bsz, n, d) = (norm1.size()[0], norm1.size()[1], a.embed_dim as i64);
         let (heads, hd) = (a.heads as i64, a.head_dim() as i64);
         // LinearKMaskedBias: F.linear(x, weight, bias * bias_mask).
-        let qkv_weight = self.w(&format!("{pre}.attn.qkv.weight"))?;
-        let qkv_bias = match self.weights.get(&format!("{pre}.attn.qkv.bias")) {
+        let qkv_weight = weight(ws, &format!("{pre}.attn.qkv.weight"))?;
+        let qkv_bias = match ws.get(&format!("{pre}.attn.qkv.bias")) {
             None => None,
-            Some(bias) => Some(
-                match self.weights.get(&format!("{pre}.attn.qkv.bias_mask")) {
-                    Some(mask) => bias.f_mul(&mask.f_to_kind(bias.kind())?)?,
-                    None => bias.shallow_clone(),
-                },
-            ),
+            Some(bias) => Some(match ws.get(&format!("{pre}.attn.qkv.bias_mask")) {
+                Some(mask) => bias.f_mul(&mask.f_to_kind(bias.kind())?)?,
+                None => bias.shallow_clone(),
+            }),
         };
         let qkv = norm1.f_linear(qkv_weight, qkv_bias.as_ref())?;
         put(BlockStage::AttnQkv, format!("{pre}.attn.qkv"), &qkv)?;
@@ -311,33 +360,37 @@ impl MetaVit {
         let merged = attended.f_transpose(1, 2)?.f_reshape([bsz, n, d])?;
         let native = format!("{pre}.attn scaled_dot_product_attention (heads merged)");
         put(BlockStage::AttnSdpa, native, &merged)?;
-        self.linear(&merged, &format!("{pre}.attn.proj"))
+        linear(ws, &merged, &format!("{pre}.attn.proj"))
     }
 
     /// The feed-forward network: Mlp (fc1 -> exact GELU -> fc2) or SwiGLU (w3(silu(w1) * w2)).
-    fn ffn(&self, pre: &str, norm2: &Tensor, put: &mut BlockSink) -> Result<Tensor> {
+    fn ffn(
+        &self,
+        ws: &WeightMap,
+        pre: &str,
+        norm2: &Tensor,
+        put: &mut BlockSink,
+    ) -> Result<Tensor> {
         match self.arch.ffn {
             Ffn::Mlp => {
-                let hidden = self
-                    .linear(norm2, &format!("{pre}.mlp.fc1"))?
-                    .f_gelu("none")?;
+                let hidden = linear(ws, norm2, &format!("{pre}.mlp.fc1"))?.f_gelu("none")?;
                 put(
                     BlockStage::MlpHidden,
                     format!("{pre}.mlp.act(fc1)"),
                     &hidden,
                 )?;
-                self.linear(&hidden, &format!("{pre}.mlp.fc2"))
+                linear(ws, &hidden, &format!("{pre}.mlp.fc2"))
             }
             Ffn::SwiGlu => {
-                let x1 = self.linear(norm2, &format!("{pre}.mlp.w1"))?;
-                let x2 = self.linear(norm2, &format!("{pre}.mlp.w2"))?;
+                let x1 = linear(ws, norm2, &format!("{pre}.mlp.w1"))?;
+                let x2 = linear(ws, norm2, &format!("{pre}.mlp.w2"))?;
                 let hidden = x1.f_silu()?.f_mul(&x2)?;
                 put(
                     BlockStage::MlpHidden,
                     format!("{pre}.mlp silu(w1) * w2"),
                     &hidden,
                 )?;
-                self.linear(&hidden, &format!("{pre}.mlp.w3"))
+                linear(ws, &hidden, &format!("{pre}.mlp.w3"))
             }
         }
     }
@@ -369,4 +422,23 @@ impl MetaVit {
             out.f_to_kind(self.kind)?
         })
     }
+}
+
+fn weight<'m>(ws: &'m WeightMap, key: &str) -> Result<&'m Tensor> {
+    match ws.get(key) {
+        Some(t) => Ok(t),
+        None => bail!("checkpoint tensor {key} is missing (the key check should have caught this)"),
+    }
+}
+
+fn linear(ws: &WeightMap, x: &Tensor, prefix: &str) -> Result<Tensor> {
+    let w = weight(ws, &format!("{prefix}.weight"))?;
+    let bias = ws.get(&format!("{prefix}.bias"));
+    Ok(x.f_linear(w, bias)?)
+}
+
+fn layer_norm(ws: &WeightMap, x: &Tensor, prefix: &str, dim: usize) -> Result<Tensor> {
+    let w = weight(ws, &format!("{prefix}.weight"))?;
+    let bias = weight(ws, &format!("{prefix}.bias"))?;
+    Ok(x.f_layer_norm([dim as i64], Some(w), Some(bias), LAYER_NORM_EPS, true)?)
 }

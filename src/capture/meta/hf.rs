@@ -86,6 +86,7 @@ pub fn from_transformers(file: &Path, config: &Path, map: Arc<memmap2::Mmap>) ->
         "dtypes": dtypes,
         "mapping": mapping,
     });
+    let hints = Some(super::residency::MapHints::new(&map));
     let backing: Backing = Some(map);
     Ok(Weights {
         tensors,
@@ -93,6 +94,7 @@ pub fn from_transformers(file: &Path, config: &Path, map: Arc<memmap2::Mmap>) ->
         facts,
         summary,
         backing,
+        hints,
     })
 }
 

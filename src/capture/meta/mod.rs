@@ -12,12 +12,17 @@
 //!   ([`MetaCapture::checkpoint`]); the file's sha256 is computed by a thread while the capture
 //!   runs and recorded with its size, along with the libtorch version, device, dtype, thread
 //!   count, variant and the input's hash;
+//! - the weights are streamed one block at a time (or all materialized first with
+//!   `--weights-in-memory`, same bytes), and what that holds at once is estimated and checked
+//!   against `--max-memory` before the forward ([`residency`]); the manifest records the plan
+//!   (`meta.weights`);
 //! - stages are written by a second thread while the forward runs (bounded queue), in execution
 //!   order; the dump appears only when complete ([`crate::dump::DumpWriter`]);
 //! - on CPU, two captures of the same input with the same thread count write identical tensors.
 
 pub mod forward;
 mod hf;
+pub mod residency;
 pub mod tensors;
 pub mod weights;
 
@@ -27,7 +32,8 @@ use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, 
 use crate::model::checkpoint::{self, Shapes};
 use crate::model::{Architecture, BlockStage, Stage, Variant};
 use anyhow::{Context, Result, bail};
-use forward::MetaVit;
+use forward::{MetaVit, Placement};
+use residency::{MemoryPlan, Residency};
 use safetensors::Dtype;
 use serde_json::json;
 use std::path::PathBuf;
@@ -50,6 +56,10 @@ pub struct MetaOptions {
     pub precision: Precision,
     pub threads: Option<usize>,
     pub only: super::StageFilter,
+    /// Streamed per block (the default) or every weight materialized first.
+    pub residency: Residency,
+    /// `--max-memory`, bytes; `None`: [`crate::capture::onnx::default_memory_budget`].
+    pub max_memory: Option<u64>,
 }
 
 /// What a capture did, for the summary line.
@@ -63,6 +73,8 @@ pub struct MetaCapture {
     /// Wall time of the forward with the stages streamed out.
     pub forward: Duration,
     pub finish: Duration,
+    /// What the weights took at once, estimated before the forward.
+    pub memory: MemoryPlan,
 }
 
 fn parse_device(spec: &str) -> Result<Device> {
@@ -173,6 +185,9 @@ fn check_input(input: &ModelInput, arch: &Architecture, from: &InputSource) -> R
 
 type Stream = (String, TensorRecord, Tensor);
 
+/// Stages queued for the writer thread at most (the forward waits when it is full).
+const STAGE_QUEUE: usize = 32;
+
 /// Drains the queue into the dump: each tensor is made contiguous on the CPU and its bytes written.
 fn write_stages(mut writer: DumpWriter, queue: mpsc::Receiver<Stream>) -> Result<DumpWriter> {
     for (name, record, tensor) in queue {
@@ -209,6 +224,7 @@ struct Loaded {
     variant: String,
     facts: serde_json::Value,
     summary: String,
+    memory: MemoryPlan,
     hashing: Hashing,
     hashed: PathBuf,
 }
@@ -273,6 +289,7 @@ pub fn capture(opts: &MetaOptions) -> Result<MetaCapture> {
         load,
         forward,
         finish: finish_started.elapsed(),
+        memory: loaded.memory,
     })
 }
 
@@ -303,13 +320,34 @@ fn load_model(
         );
     }
     check_input(input, &arch, &opts.input)?;
-    let model = MetaVit::new(arch, w.tensors, kind, device, w.backing)?;
+    let [_, _, h, wd] = input.shape;
+    let tokens = 1 + arch.storage_tokens + (h / arch.patch_size) * (wd / arch.patch_size);
+    let budget = opts
+        .max_memory
+        .unwrap_or_else(crate::capture::onnx::default_memory_budget);
+    let memory = MemoryPlan::new(
+        &arch,
+        &w.tensors,
+        kind,
+        tokens,
+        STAGE_QUEUE,
+        opts.residency,
+        budget,
+    )?;
+    let place = Placement {
+        kind,
+        device,
+        residency: opts.residency,
+        hints: w.hints,
+    };
+    let model = MetaVit::new(arch, w.tensors, place, w.backing)?;
     Ok(Loaded {
         model,
         arch,
         variant,
         facts: w.facts,
         summary: w.summary,
+        memory,
         hashing,
         hashed,
     })
@@ -337,6 +375,7 @@ fn meta_manifest(
             "threads": threads,
             "architecture": loaded.arch.to_string(),
             "checkpoint": loaded.facts,
+            "weights": loaded.memory,
             "forward": "DinoVisionTransformer eval forward_features, native libtorch (dinodiff)",
         }),
     );
@@ -350,9 +389,15 @@ fn run_forward(
     writer: DumpWriter,
     only: &crate::capture::StageFilter,
 ) -> Result<DumpWriter> {
-    let (queue, stages) = mpsc::sync_channel::<Stream>(32);
+    let (queue, stages) = mpsc::sync_channel::<Stream>(STAGE_QUEUE);
     let write_thread = std::thread::spawn(move || write_stages(writer, stages));
-    let bar = crate::progress::count_bar(loaded.arch.depth as u64, "blocks");
+    let bar = crate::progress::count_bar(
+        loaded.arch.depth as u64,
+        match loaded.model.residency() {
+            Residency::Streamed => "blocks (weights streamed)",
+            Residency::InMemory => "blocks",
+        },
+    );
     let mut sink = |stage: Stage, native: String, t: &Tensor| -> Result<()> {
         if let Stage::Block(_, BlockStage::Output) = stage {
             bar.inc(1);

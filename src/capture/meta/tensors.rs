@@ -30,6 +30,8 @@ pub struct Weights {
     pub summary: String,
     /// Must outlive every tensor of `tensors` (see [`borrowed_tensor`]).
     pub backing: Backing,
+    /// The memory map the zero-copy tensors point into, for readahead advice.
+    pub hints: Option<super::residency::MapHints>,
 }
 
 impl Weights {

@@ -12,12 +12,14 @@
 //! - every tensor that is contiguous and little-endian in the file is handed to libtorch
 //!   **without a copy** (`from_blob` over the read-only memory map, which [`Weights::backing`]
 //!   keeps alive); the others are copied, one tensor at a time. Dtype conversion is the model's,
-//!   also one tensor at a time, so a capture holds the map plus at most the converted weights;
+//!   one block at a time ([`super::residency`]), so a capture holds the map plus one block's
+//!   converted weights;
 //! - refusals come from the readers (exit 2, nothing written), naming the file;
 //! - [`Weights::facts`] is the manifest's `meta.checkpoint` and [`Weights::summary`] the one
 //!   stderr line saying what was read.
 
 use super::hf;
+use super::residency::MapHints;
 pub use super::tensors::{Backing, Weights};
 use super::tensors::{borrowed_tensor, map_file, safetensors_of, tensor_count};
 use crate::checkpoint::{self, Selection, Shapes};
@@ -179,6 +181,7 @@ fn from_pth(path: &Path, key: Option<&str>) -> Result<Weights> {
         file: path.to_path_buf(),
         facts,
         summary,
+        hints: Some(MapHints::new(sd.mapped())),
         backing: Some(Arc::new(sd)),
     })
 }
@@ -202,6 +205,7 @@ fn from_libtorch(path: &Path) -> Result<Weights> {
         tensors,
         file: path.to_path_buf(),
         backing: None,
+        hints: None,
     })
 }
 
@@ -241,6 +245,7 @@ fn from_safetensors(path: &Path, config: Option<&Path>) -> Result<Weights> {
         facts: json!({"format": "safetensors", "tensors": n, "dtypes": dtypes}),
         tensors,
         file: path.to_path_buf(),
+        hints: Some(MapHints::new(&map)),
         backing: Some(map),
     })
 }
