@@ -9,5 +9,6 @@ mod capture;
 mod diff;
 mod inspect;
 mod prep;
+mod report;
 mod synth;
 mod triangle;

@@ -84,7 +84,7 @@ pub fn patch_map(id: &str, map: &PatchMap, input: Option<&InputImage>) -> String
     let alone = svg::png_data_uri(&heat_pixels(map, scale.as_ref(), false), w, h);
     let mut s = format!(
         r#"<figure class="patches"><figcaption>{}</figcaption>"#,
-        esc(&words::patch_map_caption(map.stage, map.chosen, h, w, pick))
+        super::page::code_spans(&words::patch_map_caption(map.stage, map.chosen, h, w, pick))
     );
     if let Some(img) = input {
         let _ = write!(
@@ -109,7 +109,7 @@ pub fn patch_map(id: &str, map: &PatchMap, input: Option<&InputImage>) -> String
         let _ = write!(
             s,
             r#"<p class="note">{}</p>"#,
-            esc(&words::input_scaling(img))
+            super::page::code_spans(&words::input_scaling(img))
         );
     }
     s.push_str("</figure>");
