@@ -62,7 +62,7 @@ impl HtmlRenderer<'_> {
         } else {
             format!(
                 r#"<p class="note">{}</p>"#,
-                svg::esc(&words::no_figures(self.figures.is_some()))
+                page::code_spans(&words::no_figures(self.figures.is_some()))
             )
         }
     }
@@ -84,7 +84,7 @@ impl HtmlRenderer<'_> {
                     let _ = write!(
                         s,
                         r#"<p class="note">{}</p>"#,
-                        svg::esc(&words::no_figures(false))
+                        page::code_spans(&words::no_figures(false))
                     );
                     break;
                 }

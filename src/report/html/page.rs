@@ -124,6 +124,9 @@ fn header_row(cells: &[&str]) -> String {
 }
 
 pub fn headline(rows: &[HeadlineRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
     let mut s = String::from("<table>");
     s.push_str(&header_row(&[&[""][..], &view::HEADLINE_COLUMNS].concat()));
     for HeadlineRow {

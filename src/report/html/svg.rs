@@ -113,8 +113,8 @@ pub fn decade_label(e: i32) -> String {
     }
 }
 
-/// A horizontal colour bar for `scale`, `width` × 10 px, with a tick per decade (at most
-/// `max_ticks`, evenly thinned), inside an `<svg>` of its own.
+/// A horizontal colour bar for `scale`, `width` × 10 px, with a tick per decade (thinned to about
+/// eight), inside an `<svg>` of its own.
 pub fn color_bar(scale: &LogScale, width: f64, title: &str) -> String {
     let steps = 48;
     let mut s = format!(

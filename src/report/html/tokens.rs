@@ -68,7 +68,10 @@ fn row(stage: Stage, d: &TokenDeltas, scale: Option<&LogScale>) -> String {
 /// The breakdown of one pair; `depth`: the model's block count.
 pub fn breakdown(f: &PairFigures, depth: usize) -> String {
     if f.tokens.is_empty() {
-        return format!(r#"<p class="note">{}</p>"#, esc(words::NO_TOKEN_LAYOUT));
+        return format!(
+            r#"<p class="note">{}</p>"#,
+            super::page::code_spans(words::NO_TOKEN_LAYOUT)
+        );
     }
     let scale = LogScale::covering(f.tokens.iter().flat_map(|(_, d)| {
         TokenCategory::ALL
