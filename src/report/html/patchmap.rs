@@ -77,7 +77,7 @@ fn panel(
 
 /// The figure of one pair's patch map; `id` must be unique in the page.
 pub fn patch_map(id: &str, map: &PatchMap, input: Option<&InputImage>) -> String {
-    let scale = LogScale::covering(map.values.iter().copied());
+    let scale = LogScale::tight(map.values.iter().copied());
     let (w, h) = (map.grid.w, map.grid.h);
     let pick = worst(map).filter(|p| p.2 > 0.0);
     let over = svg::png_data_uri(&heat_pixels(map, scale.as_ref(), true), w, h);

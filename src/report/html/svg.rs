@@ -83,6 +83,22 @@ impl LogScale {
         })
     }
 
+    /// From the smallest to the largest positive finite value exactly (a patch map's spread is
+    /// often well inside one decade); a tenth of a decade when they are all equal.
+    pub fn tight(values: impl IntoIterator<Item = f64>) -> Option<LogScale> {
+        let (lo, hi) = values
+            .into_iter()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map(f64::log10)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        lo.is_finite().then_some(LogScale {
+            lo: if hi - lo < 0.1 { hi - 0.1 } else { lo },
+            hi,
+        })
+    }
+
     /// Where `v` falls, 0..=1 (clamped); `None` for 0, negatives and non-finite values.
     pub fn t(&self, v: f64) -> Option<f64> {
         (v.is_finite() && v > 0.0)
@@ -100,7 +116,7 @@ impl LogScale {
 
     /// The decades from `lo` to `hi`, as exponents.
     pub fn decades(&self) -> impl Iterator<Item = i32> {
-        (self.lo as i32)..=(self.hi as i32)
+        (self.lo.ceil() as i32)..=(self.hi.floor() as i32)
     }
 }
 
@@ -133,15 +149,23 @@ pub fn color_bar(scale: &LogScale, width: f64, title: &str) -> String {
     }
     let decades: Vec<i32> = scale.decades().collect();
     let every = decades.len().div_ceil(8).max(1);
-    for (i, e) in decades.iter().enumerate() {
-        if i % every != 0 && i + 1 != decades.len() {
-            continue;
+    let mut ticks: Vec<(f64, String)> = decades
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0 || i + 1 == decades.len())
+        .map(|(_, &e)| (f64::from(e), decade_label(e)))
+        .collect();
+    // The ends, when they are not whole decades (a tight scale).
+    for end in [scale.lo, scale.hi] {
+        if end.fract() != 0.0 && ticks.iter().all(|(at, _)| (at - end).abs() > 0.15) {
+            ticks.push((end, crate::report::words::sci(10f64.powf(end), 1)));
         }
-        let x = 10.0 + width * (f64::from(*e) - scale.lo) / (scale.hi - scale.lo);
+    }
+    for (at, label) in ticks {
+        let x = 10.0 + width * (at - scale.lo) / (scale.hi - scale.lo);
         let _ = write!(
             s,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="12" y2="16" stroke="#333"/><text x="{x:.1}" y="27" text-anchor="middle" class="tick">{}</text>"##,
-            decade_label(*e)
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="12" y2="16" stroke="#333"/><text x="{x:.1}" y="27" text-anchor="middle" class="tick">{label}</text>"##
         );
     }
     s.push_str("</svg>");
@@ -217,6 +241,10 @@ mod tests {
             LogScale { lo: -3.0, hi: -2.0 }
         );
         assert!(LogScale::covering([0.0]).is_none());
+        let t = LogScale::tight([0.0, 3e-2, 1.5e-2]).unwrap();
+        assert!((t.lo - 1.5e-2f64.log10()).abs() < 1e-12 && (t.hi - 3e-2f64.log10()).abs() < 1e-12);
+        assert_eq!(t.decades().count(), 0);
+        assert_eq!(LogScale::tight([5.0]).unwrap().t(5.0), Some(1.0));
         assert_eq!(s.fill(Some(0.0)), ZERO_FILL);
         assert_eq!(s.fill(None), MISSING_FILL);
     }
