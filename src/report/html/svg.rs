@@ -129,17 +129,20 @@ pub fn decade_label(e: i32) -> String {
     }
 }
 
+/// Room left and right of a colour bar for its end labels.
+const BAR_MARGIN: f64 = 26.0;
+
 /// A horizontal colour bar for `scale`, `width` × 10 px, with a tick per decade (thinned to about
 /// eight), inside an `<svg>` of its own.
 pub fn color_bar(scale: &LogScale, width: f64, title: &str) -> String {
     let steps = 48;
     let mut s = format!(
         r#"<svg class="bar" width="{w}" height="34" viewBox="0 0 {w} 34" role="img"><title>{t}</title>"#,
-        w = width + 20.0,
+        w = width + 2.0 * BAR_MARGIN,
         t = esc(title)
     );
     for k in 0..steps {
-        let x = 10.0 + width * k as f64 / steps as f64;
+        let x = BAR_MARGIN + width * k as f64 / steps as f64;
         let _ = write!(
             s,
             r#"<rect x="{x:.1}" y="2" width="{:.1}" height="10" fill="{}"/>"#,
@@ -162,7 +165,7 @@ pub fn color_bar(scale: &LogScale, width: f64, title: &str) -> String {
         }
     }
     for (at, label) in ticks {
-        let x = 10.0 + width * (at - scale.lo) / (scale.hi - scale.lo);
+        let x = BAR_MARGIN + width * (at - scale.lo) / (scale.hi - scale.lo);
         let _ = write!(
             s,
             r##"<line x1="{x:.1}" x2="{x:.1}" y1="12" y2="16" stroke="#333"/><text x="{x:.1}" y="27" text-anchor="middle" class="tick">{label}</text>"##
