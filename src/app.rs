@@ -133,7 +133,8 @@ fn run_checkpoint(args: &crate::cli::CheckpointArgs) -> Result<u8> {
 }
 
 /// The diff options of `diff` and `report`, checked.
-fn diff_options(args: &CompareArgs) -> Result<DiffOptions> {
+/// `tokens`: the per-token-category breakdown of every pair (`diff --tokens`).
+fn diff_options(args: &CompareArgs, tokens: bool) -> Result<DiffOptions> {
     ensure!(
         args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
         "--atol and --rtol must be finite and non-negative"
@@ -155,6 +156,7 @@ fn diff_options(args: &CompareArgs) -> Result<DiffOptions> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
         min_coverage: args.min_coverage,
+        tokens,
     })
 }
 
@@ -180,8 +182,8 @@ impl Compared {
     }
 }
 
-fn compare(args: &CompareArgs) -> Result<(Vec<Dump>, Compared)> {
-    let opts = diff_options(args)?;
+fn compare(args: &CompareArgs, tokens: bool) -> Result<(Vec<Dump>, Compared)> {
+    let opts = diff_options(args, tokens)?;
     let mut dumps = vec![Dump::open(&args.a)?, Dump::open(&args.b)?];
     if let Some(c) = &args.c {
         dumps.push(Dump::open(c)?);
@@ -205,7 +207,7 @@ fn exit_code(pass: bool) -> u8 {
 }
 
 fn run_diff(args: &DiffArgs) -> Result<u8> {
-    let (dumps, compared) = compare(&args.compare)?;
+    let (dumps, compared) = compare(&args.compare, args.tokens)?;
     if let Some(path) = &args.html {
         write_html(
             &dumps,
@@ -223,7 +225,8 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
 }
 
 fn run_report(args: &ReportArgs) -> Result<u8> {
-    let (dumps, compared) = compare(&args.compare)?;
+    // The page's token figures come from crate::figures (with the patch maps), not from --tokens.
+    let (dumps, compared) = compare(&args.compare, false)?;
     let bytes = write_html(
         &dumps,
         &compared,
@@ -296,7 +299,22 @@ fn json_text(value: &impl serde::Serialize) -> String {
     text
 }
 
-/// The renderer `--format` asks for; colour and wrapping (table) follow the terminal.
+/// Columns the table may use when stdout is not a terminal and `--width` is not given.
+const PIPED_WIDTH: usize = 100;
+
+/// `--width`, else the terminal's columns, else [`PIPED_WIDTH`].
+fn table_width(args: &DiffArgs, tty: bool) -> usize {
+    let terminal = || {
+        tty.then(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+            .flatten()
+    };
+    args.width
+        .map(usize::from)
+        .or_else(terminal)
+        .unwrap_or(PIPED_WIDTH)
+}
+
+/// The renderer `--format` asks for; colour and width (table) follow the terminal.
 fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
     let tty = std::io::stdout().is_terminal();
     match args.format {
@@ -307,7 +325,7 @@ fn diff_renderer(args: &DiffArgs) -> Box<dyn Renderer> {
                     ColorChoice::Never => false,
                     ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none(),
                 },
-                wrap: tty,
+                width: Some(table_width(args, tty)),
             },
         }),
         DiffFormat::Json => Box::new(report::JsonRenderer),
@@ -389,6 +407,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         output: args.output,
         only: dinodiff::capture::StageFilter::new(&args.only)?,
         opt_level: args.opt_level.into(),
+        deploy_opt_level: args.deploy_opt_level.into(),
         threads: args.threads,
         ort_lib: args.ort_lib,
         input_name: args.input_name,
@@ -397,7 +416,7 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
     let done = onnx::capture(&opts)?;
     eprintln!(
         "wrote {} ({} tensors, {} bytes): {} values marked, {} function calls inlined, {} marked run{} {:.3} s; \
-         final outputs {} the unmarked run's (ONNX Runtime from {})",
+         final outputs {} the unmarked run's at the same level (ONNX Runtime from {})",
         done.written.path.display(),
         done.written.tensors,
         done.written.bytes,
@@ -413,6 +432,26 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
         },
         done.runtime.display()
     );
+    if let Some(e) = &done.optimizer_effect {
+        let headline: Vec<String> = done
+            .deployed_headline
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        eprintln!(
+            "deployed run: {}; its headline ({}) is written as deployed/<stage>",
+            dinodiff::report::words::optimizer_effect(e),
+            if headline.is_empty() {
+                "none found in the outputs".to_string()
+            } else {
+                headline.join(", ")
+            }
+        );
+        let path = done.written.path.display().to_string();
+        if let Some(finding) = dinodiff::report::words::optimizer_finding(&path, e) {
+            eprintln!("{finding}");
+        }
+    }
     Ok(exit::WITHIN_TOLERANCE)
 }
 

@@ -2,6 +2,7 @@
 //! types; `app` turns them into work. Part of the binary: the library does not use clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dinodiff::metrics::Tolerance;
 use std::path::PathBuf;
 
 /// Find where numerical parity breaks between implementations of the same neural network.
@@ -143,10 +144,10 @@ pub struct CompareArgs {
     /// Equinox) and C (an export of the port, e.g. its ONNX file)
     pub c: Option<PathBuf>,
     /// Absolute tolerance: a position fails when |a-b| > atol + rtol * max(|a|, |b|)
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = Tolerance::DEFAULT.atol)]
     pub atol: f64,
     /// Relative tolerance (see --atol)
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = Tolerance::DEFAULT.rtol)]
     pub rtol: f64,
     /// Name map (TOML: [pairs] and [[rewrite]] rules; see docs/alignment.md)
     #[arg(long, value_name = "FILE")]
@@ -172,6 +173,14 @@ pub struct DiffArgs {
     /// Colour cells over tolerance (table format); auto = when stdout is a terminal and NO_COLOR is unset
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Also break each stage's difference down by token category (CLS / storage / patches:
+    /// max|Δ| and rms)
+    #[arg(long)]
+    pub tokens: bool,
+    /// Fit the tables to N columns (table format); default: the terminal's width, 100 when
+    /// stdout is not a terminal
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
+    pub width: Option<u16>,
     /// Also write the HTML report (as `dinodiff report` does) to this file, e.g. beside the
     /// Markdown summary of a CI job
     #[arg(long, value_name = "FILE")]
@@ -278,9 +287,15 @@ pub struct CaptureOnnxArgs {
     /// `input` are always kept)
     #[arg(long, value_name = "REGEX", num_args = 1..)]
     pub only: Vec<String>,
-    /// ONNX Runtime graph optimizations, for both the marked and the unmarked run
+    /// ONNX Runtime graph optimizations for the marked runs, whose values are captured
+    /// (`disable`: the graph as exported)
     #[arg(long, value_enum, default_value_t = OptLevel::Disable)]
     pub opt_level: OptLevel,
+    /// ONNX Runtime graph optimizations for the deployed run (the model unmarked, as users run
+    /// it): the headline comes from it, and its difference from the graph as exported is
+    /// reported as the optimizer effect (`all` is ONNX Runtime's default)
+    #[arg(long, value_enum, default_value_t = OptLevel::All)]
+    pub deploy_opt_level: OptLevel,
     /// ONNX Runtime intra-op threads (default: ONNX Runtime's)
     #[arg(long)]
     pub threads: Option<usize>,

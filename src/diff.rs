@@ -16,10 +16,16 @@
 //!   count. Below `min_coverage` the verdict is INCOMPLETE: a diff that compares almost nothing
 //!   proves nothing;
 //! - the verdict passes when no pair fails, no pair has mismatched shapes and coverage is
-//!   complete enough.
+//!   complete enough;
+//! - with `tokens`, each compared pair of a stage with a token axis also carries its differences
+//!   per token category (CLS / storage / patches, [`tokens`]), and the report the layout it used;
+//!   they never change the verdict.
+
+pub mod tokens;
 
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
-use crate::dump::{Dump, SourceKind};
+use crate::dump::{Dump, OptimizerEffect, SourceKind, TensorEntry};
+use crate::metrics::tokens::{TokenDeltas, TokenLayout};
 use crate::metrics::{self, Comparison, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
@@ -37,6 +43,10 @@ pub struct DumpInfo {
     pub input_sha256: Option<String>,
     pub created: Option<String>,
     pub tensors: usize,
+    /// An ONNX capture's optimizer effect (the deployed run against the graph as exported).
+    pub optimizer_effect: Option<OptimizerEffect>,
+    /// Whether the dump holds deployed headline tensors (`deployed/<stage>`).
+    pub deployed_headline: bool,
 }
 
 impl DumpInfo {
@@ -51,6 +61,11 @@ impl DumpInfo {
             input_sha256: m.input_sha256.clone(),
             created: (!m.created.is_empty()).then(|| m.created.clone()),
             tensors: d.tensors().len(),
+            optimizer_effect: m.optimizer_effect(),
+            deployed_headline: d
+                .tensors()
+                .iter()
+                .any(|t| t.name.starts_with(crate::dump::DEPLOYED_PREFIX)),
         }
     }
 }
@@ -129,6 +144,9 @@ pub struct PairResult {
     pub argmax_index: Option<Vec<usize>>,
     pub amplification: Option<f64>,
     pub fails: bool,
+    /// Per token category (`--tokens` only; absent for stages without a token axis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenDeltas>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +155,10 @@ pub struct Headline {
     pub cosine: Option<f64>,
     pub max_abs: f64,
     pub fails: bool,
+    /// Whether A's (B's) side is its deployed session's tensor (`deployed/<stage>`) rather
+    /// than the captured stage.
+    pub a_deployed: bool,
+    pub b_deployed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,6 +259,9 @@ pub struct DiffReport {
     pub first_over: Option<usize>,
     pub worst: Option<usize>,
     pub verdict: Verdict,
+    /// The token layout of the per-category breakdown (`--tokens` only, when it can be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_layout: Option<TokenLayout>,
 }
 
 pub struct DiffOptions {
@@ -245,6 +270,8 @@ pub struct DiffOptions {
     pub map: NameMap,
     /// Below this coverage the verdict is INCOMPLETE ([`DEFAULT_MIN_COVERAGE`]).
     pub min_coverage: f64,
+    /// Split each pair's differences by token category (`--tokens`).
+    pub tokens: bool,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -274,6 +301,54 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
     })
 }
 
+/// Compares one aligned pair (and splits it by token when there is a layout).
+fn compare_pair(
+    a: &Dump,
+    b: &Dump,
+    p: &align::Pair,
+    tolerance: Tolerance,
+    token_layout: Option<TokenLayout>,
+) -> PairResult {
+    let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
+    let (va, vb) = (
+        View {
+            dtype: ta.dtype,
+            data: a.data(ta),
+        },
+        View {
+            dtype: tb.dtype,
+            data: b.data(tb),
+        },
+    );
+    let comparable = p.shapes != ShapeRelation::Mismatch;
+    let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
+    let tokens = token_layout
+        .filter(|_| comparable)
+        .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
+    let argmax_index = metrics
+        .as_ref()
+        .and_then(|m| m.argmax)
+        .map(|i| unravel(i, &ta.shape));
+    let fails = metrics.as_ref().is_none_or(Comparison::fails);
+    PairResult {
+        name: p.key.clone(),
+        a: p.a.clone(),
+        b: p.b.clone(),
+        paired_by: p.by,
+        canonical: Stage::parse(&p.key).is_some(),
+        shape_a: ta.shape.clone(),
+        shape_b: tb.shape.clone(),
+        dtype_a: ta.dtype.to_string(),
+        dtype_b: tb.dtype.to_string(),
+        shapes: p.shapes.clone(),
+        metrics,
+        argmax_index,
+        amplification: None,
+        fails,
+        tokens,
+    }
+}
+
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
     let alignment = align::align(a, b, &opts.map)?;
@@ -288,46 +363,17 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             .sum(),
         "comparing",
     );
+    let token_layout = opts
+        .tokens
+        .then(|| tokens::layout_of(a).or_else(|| tokens::layout_of(b)))
+        .flatten();
     let mut pairs: Vec<PairResult> = alignment
         .pairs
         .par_iter()
         .map(|p| {
-            let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
-            let metrics = (p.shapes != ShapeRelation::Mismatch).then(|| {
-                metrics::compare(
-                    View {
-                        dtype: ta.dtype,
-                        data: a.data(ta),
-                    },
-                    View {
-                        dtype: tb.dtype,
-                        data: b.data(tb),
-                    },
-                    opts.tolerance,
-                )
-            });
-            progress.inc((ta.end - ta.start) as u64);
-            let argmax_index = metrics
-                .as_ref()
-                .and_then(|m| m.argmax)
-                .map(|i| unravel(i, &ta.shape));
-            let fails = metrics.as_ref().is_none_or(Comparison::fails);
-            PairResult {
-                name: p.key.clone(),
-                a: p.a.clone(),
-                b: p.b.clone(),
-                paired_by: p.by,
-                canonical: Stage::parse(&p.key).is_some(),
-                shape_a: ta.shape.clone(),
-                shape_b: tb.shape.clone(),
-                dtype_a: ta.dtype.to_string(),
-                dtype_b: tb.dtype.to_string(),
-                shapes: p.shapes.clone(),
-                metrics,
-                argmax_index,
-                amplification: None,
-                fails,
-            }
+            let result = compare_pair(a, b, p, opts.tolerance, token_layout);
+            progress.inc(a.get(&p.a).map_or(0, |t| (t.end - t.start) as u64));
+            result
         })
         .collect();
     progress.finish_and_clear();
@@ -338,19 +384,7 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
             previous = Some(m.max_abs);
         }
     }
-    let headline = crate::model::Headline::ALL
-        .iter()
-        .map(|role| role.stage().to_string())
-        .filter_map(|name| pairs.iter().find(|p| p.name == name))
-        .filter_map(|p| {
-            p.metrics.as_ref().map(|m| Headline {
-                name: p.name.clone(),
-                cosine: m.cosine,
-                max_abs: m.max_abs,
-                fails: p.fails,
-            })
-        })
-        .collect();
+    let headline = headlines(a, b, &pairs, opts.tolerance);
     let first_over = pairs.iter().position(|p| p.fails);
     let by_max = |i: &usize, j: &usize| {
         let m = |k: usize| {
@@ -387,7 +421,55 @@ pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport
         first_over,
         worst,
         verdict,
+        token_layout,
     })
+}
+
+/// The headline stages compared, each side's deployed tensor (`deployed/<stage>`) taking the
+/// place of its captured stage when the dump has one of the same shape.
+fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> Vec<Headline> {
+    crate::model::Headline::ALL
+        .iter()
+        .map(|role| role.stage().to_string())
+        .filter_map(|name| pairs.iter().find(|p| p.name == name))
+        .filter_map(|p| {
+            let (ta, a_deployed) = deployed_or(a, &p.a);
+            let (tb, b_deployed) = deployed_or(b, &p.b);
+            let m = if a_deployed || b_deployed {
+                Some(metrics::compare(
+                    tensor_view(a, ta),
+                    tensor_view(b, tb),
+                    tolerance,
+                ))
+            } else {
+                p.metrics.clone()
+            }?;
+            Some(Headline {
+                name: p.name.clone(),
+                cosine: m.cosine,
+                max_abs: m.max_abs,
+                fails: m.fails(),
+                a_deployed,
+                b_deployed,
+            })
+        })
+        .collect()
+}
+
+fn tensor_view<'d>(d: &'d Dump, t: &TensorEntry) -> View<'d> {
+    View {
+        dtype: t.dtype,
+        data: d.data(t),
+    }
+}
+
+/// The dump's `deployed/<name>` when it has one shaped as `name`, else `name`'s own tensor.
+fn deployed_or<'d>(d: &'d Dump, name: &str) -> (&'d TensorEntry, bool) {
+    let own = d.get(name).expect("paired tensors exist");
+    match d.get(&crate::dump::deployed_name(name)) {
+        Some(t) if t.shape == own.shape && t.dtype == own.dtype => (t, true),
+        _ => (own, false),
+    }
 }
 
 /// Flat row-major index to a multi-dimensional one.

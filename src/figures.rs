@@ -3,11 +3,10 @@
 //! the model input as an image, and each dump's provenance. Data only: `report::html` draws it.
 //!
 //! Contract:
-//! - the token layout (R storage tokens, hw patches on an h × w grid) is read off the first dump
-//!   of a pair: hw from `patches` [1, hw, D] (else `patch_embed`, else `rope.sin` [hw, hd]), N
-//!   from the first stage with a token axis, R = N − 1 − hw; the grid from `input` [1, 3, H, W]
-//!   (square patches: H·W / hw must be p² with p dividing H and W), else a square hw, else one
-//!   row. Without a layout a pair gets no token figures and no patch map;
+//! - the token layout (R storage tokens, hw patches) is read off the first dump of a pair as
+//!   `diff --tokens` reads it ([`crate::diff::tokens::layout_of`]); the h × w grid from `input`
+//!   [1, 3, H, W] (square patches: H·W / hw must be p² with p dividing H and W), else a square
+//!   hw, else one row. Without a layout a pair gets no token figures and no patch map;
 //! - token figures ([`metrics::tokens`]) are computed for every compared pair whose stage has a
 //!   token axis; pairs of mismatched shapes, opaque dtypes or another token count are left out;
 //! - the patch map's stage is the one asked for, else the first stage over tolerance with a token
@@ -23,7 +22,7 @@ use crate::diff::{DiffReport, PairResult};
 use crate::dump::{Dump, Manifest, TensorEntry};
 use crate::metrics::View;
 use crate::metrics::tokens::{self, TokenDeltas, TokenLayout};
-use crate::model::{HeadStage, Stage, StemStage};
+use crate::model::Stage;
 use crate::triangulate::TriangleReport;
 use anyhow::{Result, bail};
 use safetensors::Dtype;
@@ -157,8 +156,9 @@ fn pair_figures(a: &Dump, b: &Dump, r: &DiffReport, o: &FigureOptions) -> Result
     let Some((layout, grid)) = layout_of(a) else {
         if let Some(stage) = o.stage {
             bail!(
-                "--stage {stage}: {} has no token layout (no `patches`, `patch_embed` or \
-                 `rope.sin` tensor giving the patch count), so there is no patch map to draw",
+                "--stage {stage}: {} has no token layout (no `patches` or `patch_embed` tensor \
+                 giving the patch count, nor a variant in its manifest), so there is no patch map \
+                 to draw",
                 a.path().display()
             );
         }
@@ -250,23 +250,11 @@ fn shape_of(d: &Dump, stage: Stage) -> Option<&[usize]> {
     d.get(&stage.to_string()).map(|t| t.shape.as_slice())
 }
 
-/// The token layout and patch grid of a dump (module contract), if it can be read off.
+/// The token layout ([`crate::diff::tokens::layout_of`], as `diff --tokens` reads it) and the
+/// patch grid of a dump (module contract), if they can be read off.
 pub fn layout_of(d: &Dump) -> Option<(TokenLayout, PatchGrid)> {
-    let patches = match shape_of(d, Stage::Head(HeadStage::Patches))
-        .or_else(|| shape_of(d, Stage::Stem(StemStage::PatchEmbed)))
-    {
-        Some(&[_, hw, _]) => hw,
-        _ => match shape_of(d, Stage::Stem(StemStage::RopeSin))? {
-            &[hw, _] => hw,
-            _ => return None,
-        },
-    };
-    let n = d.tensors().iter().find_map(|t| {
-        let stage = Stage::parse(&t.name)?;
-        Some(t.shape[tokens::token_axis(stage, t.shape.len())?])
-    })?;
-    let layout = TokenLayout::from_counts(n, patches)?;
-    Some((layout, grid_of(shape_of(d, Stage::INPUT), patches)))
+    let layout = crate::diff::tokens::layout_of(d)?;
+    Some((layout, grid_of(shape_of(d, Stage::INPUT), layout.patches)))
 }
 
 fn grid_of(input: Option<&[usize]>, hw: usize) -> PatchGrid {

@@ -8,6 +8,7 @@
 #   5. the three captures: `capture meta` (libtorch, native), the Equinox run recorded by
 #      tools/eqx_capture.py and imported by `capture eqx`, `capture onnx` (ONNX Runtime);
 #   6. the independent check of the Meta side: timm's DINOv3 port, hooked (max|Δ| 0 expected);
+#      and of the ONNX headline: a default onnxruntime session gives the same CLS max|Δ|;
 #   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected).
 # Files go to $DINODIFF_WORK_DIR (default target/dinodiff-main). A second run reuses the
 # checkpoint, the Equinox model, the ONNX file and the input (each is rebuilt only when what it is
@@ -67,6 +68,10 @@ step "5c. dinodiff capture onnx (ONNX Runtime, every value inside the local func
 step "6. independent check of the Meta side: timm's DINOv3 port (tools/timm_capture.py)"
 "$python" "$tools/timm_capture.py" --weights vits16-seed0.pth --input input.st -o timm.st
 "$bin" diff meta.st timm.st | tail -2
+
+step "6b. the ONNX headline against a default onnxruntime session (tools/check_deployed_headline.py)"
+"$python" "$tools/check_deployed_headline.py" --model vits16.onnx --input input.st \
+    --reference meta.st --dump onnx.st
 
 step "7. dinodiff diff meta.st eqx.st onnx.st"
 set +e

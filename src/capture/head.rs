@@ -26,16 +26,9 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
     if dtype != Dtype::F32 || b != 1 || n <= 1 + storage_tokens || bytes.len() != n * d * 4 {
         return Vec::new();
     }
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
     let rows = |from: usize, to: usize| bytes[from * d * 4..to * d * 4].to_vec();
     let hw = n - 1 - storage_tokens;
-    let patches = &values[(1 + storage_tokens) * d..];
-    let pooled: Vec<f32> = (0..d)
-        .map(|j| ((0..hw).map(|t| patches[t * d + j] as f64).sum::<f64>() / hw as f64) as f32)
-        .collect();
+    let pooled = mean_over_tokens(&bytes[(1 + storage_tokens) * d * 4..], hw, d);
     let mut out: Vec<Derived> = vec![(HeadStage::Cls, "norm[:, 0]", (vec![1, d], rows(0, 1)))];
     if storage_tokens > 0 {
         out.push((
@@ -52,9 +45,32 @@ pub fn derive(shape: &[usize], bytes: &[u8], dtype: Dtype, storage_tokens: usize
     out.push((
         HeadStage::Pooled,
         "mean of patches over tokens (f64 accumulation)",
-        (vec![1, d], bytemuck::cast_slice(&pooled).to_vec()),
+        (vec![1, d], pooled),
     ));
     out
+}
+
+/// The mean over `tokens` rows of `d` little-endian f32 values each, accumulated in f64 and
+/// rounded once to f32: the bytes of a [1, d] tensor.
+pub fn mean_over_tokens(bytes: &[u8], tokens: usize, d: usize) -> Vec<u8> {
+    let value = |i: usize| f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    let mean: Vec<f32> = (0..d)
+        .map(|j| ((0..tokens).map(|t| value(t * d + j) as f64).sum::<f64>() / tokens as f64) as f32)
+        .collect();
+    bytemuck::cast_slice(&mean).to_vec()
+}
+
+/// The storage-token count R = N - 1 - hw of a `norm` of shape [1, N, D], hw from the `patches`
+/// stage, else from `patch_embed`, as `written` (canonical stage -> shape) has them; `None`
+/// without either, or when N ≤ hw.
+pub fn storage_tokens(norm_shape: &[usize], written: &HashMap<Stage, Vec<usize>>) -> Option<usize> {
+    let patch_tokens = [
+        Stage::Head(HeadStage::Patches),
+        Stage::Stem(StemStage::PatchEmbed),
+    ]
+    .iter()
+    .find_map(|s| written.get(s).and_then(|shape| shape.get(1)).copied())?;
+    norm_shape.get(1)?.checked_sub(1 + patch_tokens)
 }
 
 /// Derives the head views from `norm` (shape, bytes, dtype) and writes each one `written` (canonical
@@ -67,15 +83,7 @@ pub fn write_derived(
     written: &HashMap<Stage, Vec<usize>>,
 ) -> Result<Vec<Stage>> {
     let (shape, bytes, dtype) = norm;
-    let patch_tokens = [
-        Stage::Head(HeadStage::Patches),
-        Stage::Stem(StemStage::PatchEmbed),
-    ]
-    .iter()
-    .find_map(|s| written.get(s).and_then(|shape| shape.get(1)).copied());
-    let Some(storage_tokens) =
-        patch_tokens.and_then(|hw| shape.get(1).and_then(|n| n.checked_sub(1 + hw)))
-    else {
+    let Some(storage_tokens) = storage_tokens(shape, written) else {
         return Ok(Vec::new());
     };
     let mut derived = Vec::new();

@@ -221,6 +221,51 @@ impl Manifest {
     }
 }
 
+/// Names of the tensors that hold a headline stage as the *deployed* session computes it
+/// (`deployed/cls`, `deployed/pooled`: an ONNX model run unmarked at ONNX Runtime's default
+/// optimizations), beside the stage captured at graph semantics. `diff` takes a dump's headline
+/// from them when present.
+pub const DEPLOYED_PREFIX: &str = "deployed/";
+
+/// The name of the deployed form of `stage` ([`DEPLOYED_PREFIX`]).
+pub fn deployed_name(stage: &str) -> String {
+    format!("{DEPLOYED_PREFIX}{stage}")
+}
+
+/// What ONNX Runtime's graph optimizations change in a model's outputs: the deployed run
+/// (unmarked, at `deployed_opt_level`) against the unmarked run at the marked runs' level
+/// (`graph_opt_level`, the graph as exported). Stored as the manifest's
+/// `onnx.optimizer_effect`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OptimizerEffect {
+    pub deployed_opt_level: String,
+    pub graph_opt_level: String,
+    /// The largest max|Δ| over the outputs (0 when all are bit-identical).
+    pub max_abs: f64,
+    /// Whether some output differs beyond the default tolerance (`atol` = `rtol` = 1e-4).
+    pub over_tolerance: bool,
+    pub outputs: Vec<OutputEffect>,
+}
+
+/// One model output's part of [`OptimizerEffect`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OutputEffect {
+    pub name: String,
+    /// `None` when the two runs' outputs differ in shape or dtype (not comparable).
+    pub max_abs: Option<f64>,
+    pub cosine: Option<f64>,
+    /// Elements over the default tolerance.
+    pub over_tolerance: u64,
+}
+
+impl Manifest {
+    /// The ONNX capture's optimizer effect (`onnx.optimizer_effect`), when recorded.
+    pub fn optimizer_effect(&self) -> Option<OptimizerEffect> {
+        let value = self.extra.get("onnx")?.get("optimizer_effect")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -12,6 +12,9 @@ pub mod manifest;
 pub mod reader;
 pub mod writer;
 
-pub use manifest::{FileIdentity, Manifest, SourceKind, TensorRecord};
+pub use manifest::{
+    DEPLOYED_PREFIX, FileIdentity, Manifest, OptimizerEffect, OutputEffect, SourceKind,
+    TensorRecord, deployed_name,
+};
 pub use reader::{Dump, DumpError, TensorEntry};
 pub use writer::{DumpWriter, WrittenDump};

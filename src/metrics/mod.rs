@@ -60,6 +60,14 @@ pub struct Tolerance {
     pub rtol: f64,
 }
 
+impl Tolerance {
+    /// `diff`'s default: atol = rtol = 1e-4.
+    pub const DEFAULT: Tolerance = Tolerance {
+        atol: 1e-4,
+        rtol: 1e-4,
+    };
+}
+
 /// Differences between two tensors of the same element count.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {

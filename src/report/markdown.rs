@@ -1,14 +1,17 @@
 //! The Markdown renderer (`--format markdown`): for a CI job summary (`$GITHUB_STEP_SUMMARY`) or a
 //! PR comment.
 //!
-//! Lays out the facts of [`super::view`], the conclusion first (a diff's verdict, a triangle's
-//! diagnosis), long grids inside `<details>` blocks. Values over tolerance are bold and carry the
-//! marker [`MARK`]; `|` is escaped everywhere it would end a table cell.
+//! Lays out the facts of [`super::view`], the conclusion first: the first line is a heading that
+//! holds the one-line summary (verdict, coverage, first divergence, CLS max|Δ|; plain text, so it
+//! reads the same as a link's text or a status line, and GitHub gives it an anchor), then a
+//! diff's verdict or a triangle's diagnosis, the headline and the top five differences; long
+//! grids and the token table sit inside `<details>` blocks. Values over tolerance are bold and
+//! carry the marker [`MARK`]; `|` is escaped everywhere it would end a table cell.
 
 use super::table::MARK;
 use super::view::{
-    self, DiffView, FlatRow, Grid, HeadlineRow, InspectView, Note, SideBody, SideEnd, SideRow,
-    Strays, TriangleView, Value,
+    self, DiffView, FlatRow, Grid, HeadlineRow, InspectView, Note, RankedRow, SideBody, SideEnd,
+    SideRow, Strays, TokenTable, TriangleView, Value,
 };
 use super::{Options, Renderer, words};
 use crate::diff::DiffReport;
@@ -31,7 +34,7 @@ fn mark(v: &Value) -> String {
 }
 
 fn status(pass: bool) -> &'static str {
-    if pass { "PASS ✅" } else { "FAIL ❌" }
+    if pass { "✅" } else { "❌" }
 }
 
 /// A table: header, alignment row (`right[i]`: right-aligned), rows; cells escaped.
@@ -152,6 +155,69 @@ fn side_rows(rows: &[SideRow]) -> String {
     table(&header, &[false, true, true, true, true, false], &rows)
 }
 
+fn worst(out: &mut String, rows: &[RankedRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(
+            |RankedRow {
+                 rank,
+                 stage,
+                 max_abs,
+                 rms,
+                 cosine,
+             }| {
+                vec![
+                    rank.to_string(),
+                    format!("`{stage}`"),
+                    mark(max_abs),
+                    rms.clone(),
+                    cosine.clone(),
+                ]
+            },
+        )
+        .collect();
+    let title = words::worst_title(view::TOP_WORST);
+    let right = [true, false, true, true, true];
+    let _ = writeln!(
+        out,
+        "**{title}**\n\n{}",
+        table(&view::WORST_COLUMNS, &right, &rows)
+    );
+}
+
+fn tokens(out: &mut String, tokens: &Option<TokenTable>) {
+    let Some(TokenTable {
+        layout,
+        columns,
+        rows,
+        note,
+    }) = tokens
+    else {
+        return;
+    };
+    let names: Vec<String> = columns.iter().map(|(c, m)| format!("{c} {m}")).collect();
+    let header: Vec<&str> = ["stage"]
+        .into_iter()
+        .chain(names.iter().map(String::as_str))
+        .collect();
+    let mut right = vec![true; header.len()];
+    right[0] = false;
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(stage, cells)| [vec![format!("`{stage}`")], cells.clone()].concat())
+        .collect();
+    let _ = writeln!(
+        out,
+        "<details><summary>max|Δ| and rms per token category ({})</summary>\n\n{}\n{}\n\n</details>\n",
+        esc(layout),
+        table(&header, &right, &rows),
+        esc(note)
+    );
+}
+
 fn notes(out: &mut String, notes: &[Note]) {
     for n in notes {
         match n {
@@ -198,6 +264,8 @@ fn side_body(out: &mut String, body: &SideBody) {
         grid: side_grid,
         flat: side_flat,
         notes: side_notes,
+        worst: side_worst,
+        tokens: side_tokens,
     } = body;
     let what = if side_grid.is_some() {
         "max|Δ| per stage"
@@ -214,6 +282,8 @@ fn side_body(out: &mut String, body: &SideBody) {
         }
         let _ = writeln!(out, "{}", flat(side_flat));
     }
+    worst(out, side_worst);
+    tokens(out, side_tokens);
     notes(out, side_notes);
     let _ = writeln!(out, "</details>\n");
 }
@@ -228,17 +298,21 @@ impl Renderer for MarkdownRenderer {
             grid: stage_grid,
             flat: flat_rows,
             notes: diff_notes,
+            worst: diff_worst,
+            tokens: diff_tokens,
             strays: diff_strays,
             verdict,
+            summary,
         } = view::diff(r, o);
         let mut out = String::new();
-        let _ = writeln!(out, "### dinodiff: {}\n", status(pass));
+        let _ = writeln!(out, "### {} {summary}\n", status(pass));
         let _ = writeln!(out, "`{pa}` ({sa}) ⇔ `{pb}` ({sb})\n");
         let _ = writeln!(out, "{}\n", esc(&input));
         let _ = writeln!(out, "{}\n", esc(&verdict));
         if !rows.is_empty() {
             let _ = writeln!(out, "{}", headline(&rows));
         }
+        worst(&mut out, &diff_worst);
         if let Some(g) = &stage_grid {
             let _ = writeln!(out, "<details><summary>max|Δ| per stage</summary>\n");
             let _ = writeln!(out, "{}\n</details>\n", grid(g));
@@ -246,6 +320,7 @@ impl Renderer for MarkdownRenderer {
         if !flat_rows.is_empty() {
             let _ = writeln!(out, "{}", flat(&flat_rows));
         }
+        tokens(&mut out, &diff_tokens);
         notes(&mut out, &diff_notes);
         strays(&mut out, &diff_strays, "");
         out
@@ -260,9 +335,10 @@ impl Renderer for MarkdownRenderer {
             bodies,
             diagnosis,
             ends,
+            summary,
         } = view::triangle(t, o);
         let mut out = String::new();
-        let _ = writeln!(out, "### dinodiff triangulation: {}\n", status(pass));
+        let _ = writeln!(out, "### {} {summary}\n", status(pass));
         let _ = writeln!(out, "{}\n", esc(&diagnosis));
         for d in &dumps {
             let _ = writeln!(out, "- {}", esc(d));

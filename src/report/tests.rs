@@ -11,6 +11,8 @@ use crate::dump::SourceKind;
 use crate::metrics::{Comparison, Tolerance};
 use crate::triangulate::{Diagnosis, FirstOver, Side, SidePair, TriangleReport, diagnose};
 
+mod deployed;
+
 fn info(path: &str, source: SourceKind) -> DumpInfo {
     DumpInfo {
         path: path.into(),
@@ -21,6 +23,8 @@ fn info(path: &str, source: SourceKind) -> DumpInfo {
         input_sha256: Some("ab".repeat(32)),
         created: None,
         tensors: 3,
+        optimizer_effect: None,
+        deployed_headline: false,
     }
 }
 
@@ -61,6 +65,7 @@ fn pair(name: &str, max_abs: f64, fails: bool) -> PairResult {
         argmax_index: Some(vec![0, 1]),
         amplification: None,
         fails,
+        tokens: None,
     }
 }
 
@@ -85,6 +90,8 @@ fn report(pairs: &[(&str, f64, bool)], status: InputStatus, strays: [&[&str]; 2]
             cosine: Some(0.999),
             max_abs: p.metrics.as_ref().unwrap().max_abs,
             fails: p.fails,
+            a_deployed: false,
+            b_deployed: false,
         })
         .collect();
     DiffReport {
@@ -122,6 +129,7 @@ fn report(pairs: &[(&str, f64, bool)], status: InputStatus, strays: [&[&str]; 2]
             },
         },
         pairs,
+        token_layout: None,
     }
 }
 
@@ -251,6 +259,51 @@ fn the_largest_difference_or_equality_is_said_when_nothing_fails() {
 }
 
 #[test]
+fn the_largest_differences_rank_failures_first_then_by_size_and_skip_equal_pairs() {
+    let r = report(
+        &[
+            ("a", 0.0, false),
+            ("b", 5e-5, false),
+            ("c", 1e-3, true),
+            ("d", 9e-5, false),
+            ("e", 2e-3, true),
+            ("f", 1e-6, false),
+            ("g", 1e-7, false),
+        ],
+        InputStatus::Match,
+        [&[], &[]],
+    );
+    let rows = view::worst_rows(&r);
+    let order: Vec<(usize, &str, bool)> = rows
+        .iter()
+        .map(|w| (w.rank, w.stage.as_str(), w.max_abs.fails))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, "e", true),
+            (2, "c", true),
+            (3, "d", false),
+            (4, "b", false),
+            (5, "f", false)
+        ]
+    );
+    assert_eq!(rows[0].max_abs.text, "2.0e-3");
+    let stages: Vec<String> = rows.iter().map(|w| w.stage.clone()).collect();
+    assert_all_say(&stages, |x| x.diff(&r, &Options::default()));
+}
+
+#[test]
+fn compact_numbers_keep_two_digits_and_a_short_exponent() {
+    assert_eq!(words::compact(5.04e-6), "5.0e-6");
+    assert_eq!(words::compact(0.64), "6.4e-1");
+    assert_eq!(words::compact(1234.0), "1.2e3");
+    assert_eq!(words::compact(3.0e-12), "3.0e-12");
+    assert_eq!(words::compact(0.0), "0");
+    assert_eq!(words::compact(f64::NAN), "NaN");
+}
+
+#[test]
 fn markdown_lists_strays_only_when_asked() {
     let r = drifting();
     let md = MarkdownRenderer.diff(&r, &Options::default());
@@ -273,11 +326,12 @@ fn markdown_lists_strays_only_when_asked() {
 }
 
 #[test]
-fn markdown_diff_opens_with_the_dumps_input_and_verdict() {
+fn markdown_diff_opens_with_the_summary_dumps_input_and_verdict() {
     let md = MarkdownRenderer.diff(&drifting(), &Options::default());
     assert!(
         md.starts_with(
-            "### dinodiff: FAIL ❌\n\n`a.st` (meta, vits16, 3 tensors) ⇔ `b.st` (onnx, vits16, 3 \
+            "### ❌ dinodiff FAIL · coverage 100% (5 of 5 canonical stages) · first divergence \
+             blocks.0.mlp (max|Δ| 1.0e-2) · CLS max|Δ| 2.0e-2\n\n`a.st` (meta, vits16, 3 tensors) ⇔ `b.st` (onnx, vits16, 3 \
              tensors)\n\ninput: same input (sha256 abababababababab)\n\nverdict: FAIL: 3 of 5 \
              tensor pairs over tolerance (atol 1e-04, rtol 1e-04)\n\n"
         ),

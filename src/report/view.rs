@@ -14,6 +14,9 @@ use crate::model::{BlockStage, Headline, Row, Stage};
 use crate::triangulate::{Side, TriangleReport};
 use std::collections::BTreeMap;
 
+mod lists;
+pub use lists::*;
+
 /// A number that may be over tolerance (rendered with the format's emphasis when it is).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Value {
@@ -37,6 +40,9 @@ pub struct GridCell {
     /// The stage name, shown in the cell itself for the stem and head rows.
     pub label: Option<&'static str>,
     pub value: Value,
+    /// The max|Δ| behind `value`, for a shade; `None` when the value is not a number (shapes
+    /// differ, non-finite mismatches, integers that differ).
+    pub max_abs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +51,8 @@ pub struct Grid {
     pub columns: Vec<&'static str>,
     /// (row label, cells); `None` cells: stage absent.
     pub rows: Vec<(String, Vec<Option<GridCell>>)>,
+    /// The absolute tolerance, which anchors a shade scale.
+    pub atol: f64,
 }
 
 /// Column headers of a diff's headline table, after the row-label column.
@@ -110,8 +118,14 @@ pub struct DiffView {
     /// Pairs outside the grid (all pairs when there is no grid).
     pub flat: Vec<FlatRow>,
     pub notes: Vec<Note>,
+    /// The largest differences, over tolerance first (empty when nothing differs).
+    pub worst: Vec<RankedRow>,
+    /// `--tokens` only.
+    pub tokens: Option<TokenTable>,
     pub strays: Option<Strays>,
     pub verdict: String,
+    /// One line: verdict, coverage, first divergence, CLS max|Δ| (a CI summary's first line).
+    pub summary: String,
 }
 
 /// One side of a triangle, as a row of its headline table.
@@ -130,6 +144,8 @@ pub struct SideBody {
     pub grid: Option<Grid>,
     pub flat: Vec<FlatRow>,
     pub notes: Vec<Note>,
+    pub worst: Vec<RankedRow>,
+    pub tokens: Option<TokenTable>,
 }
 
 /// The closing lines of one side of a triangle.
@@ -154,6 +170,8 @@ pub struct TriangleView {
     /// "diagnosis: …".
     pub diagnosis: String,
     pub ends: Vec<SideEnd>,
+    /// One line: verdict, diagnosis, first divergence, CLS max|Δ| (a CI summary's first line).
+    pub summary: String,
 }
 
 /// Column headers of an inspection's tensor table, and whether each is a number.
@@ -189,6 +207,11 @@ fn cell(stage: Stage, label: Option<&'static str>, p: &PairResult) -> GridCell {
         stage,
         label,
         value: value(words::cell_value(p), p.fails),
+        max_abs: p
+            .metrics
+            .as_ref()
+            .filter(|m| m.nonfinite_mismatches == 0 && !(m.exact && m.over_tolerance > 0))
+            .map(|m| m.max_abs),
     }
 }
 
@@ -246,6 +269,7 @@ pub fn stage_grid(report: &DiffReport) -> Option<Grid> {
     Some(Grid {
         columns: BlockStage::ALL.iter().map(|s| s.name()).collect(),
         rows,
+        atol: report.tolerance.atol,
     })
 }
 
@@ -348,13 +372,31 @@ pub fn diff(r: &DiffReport, o: &Options) -> DiffView {
         headline: headline_rows(r),
         grid,
         flat,
-        notes: notes(r),
+        notes: notes(r)
+            .into_iter()
+            .chain(
+                optimizer_findings(&[&r.a, &r.b])
+                    .into_iter()
+                    .map(Note::Sentence),
+            )
+            .collect(),
+        worst: worst_rows(r),
+        tokens: token_table(r),
         strays: words::unmatched(r).map(|summary| Strays {
             summary,
             listed: listed(r, ["A", "B"], o),
         }),
         verdict: words::verdict(r),
+        summary: words::summary(r),
     }
+}
+
+/// The dumps whose ONNX Runtime optimizations change the outputs beyond tolerance.
+fn optimizer_findings(dumps: &[&crate::diff::DumpInfo]) -> Vec<String> {
+    dumps
+        .iter()
+        .filter_map(|d| words::optimizer_finding(&d.path, d.optimizer_effect.as_ref()?))
+        .collect()
 }
 
 fn side_row(t: &TriangleReport, side: Side) -> SideRow {
@@ -368,7 +410,7 @@ fn side_row(t: &TriangleReport, side: Side) -> SideRow {
                 let h = r.headline.iter().find(|h| h.name == name)?;
                 Some((
                     words::cosine(h.cosine),
-                    value(words::sci(h.max_abs, 3), h.fails),
+                    value(words::compact(h.max_abs), h.fails),
                 ))
             })
             .collect(),
@@ -384,6 +426,8 @@ fn side_body(t: &TriangleReport, side: Side) -> SideBody {
         flat: flat_rows(r, grid.is_some()),
         grid,
         notes: notes(r),
+        worst: worst_rows(r),
+        tokens: token_table(r),
     }
 }
 
@@ -415,8 +459,12 @@ pub fn triangle(t: &TriangleReport, o: &Options) -> TriangleView {
         input: words::triangle_input(t),
         rows: t.sides.iter().map(|s| side_row(t, s.side)).collect(),
         bodies: shown.iter().map(|&s| side_body(t, s)).collect(),
-        diagnosis: words::diagnosis_line(t),
+        diagnosis: std::iter::once(words::diagnosis_line(t))
+            .chain(optimizer_findings(&infos))
+            .collect::<Vec<_>>()
+            .join(" "),
         ends: t.sides.iter().map(|s| side_end(t, s.side, o)).collect(),
+        summary: words::triangle_summary(t),
     }
 }
 

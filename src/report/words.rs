@@ -7,11 +7,20 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
+mod deployed;
+mod grid;
+mod page;
+use deployed::deployed;
+pub use deployed::{optimizer_effect, optimizer_finding};
+pub use grid::*;
+pub use page::*;
+
 use crate::diff::{
     Coverage, CoverageBasis, DiffReport, DumpInfo, InputCheck, InputStatus, PairResult, Verdict,
 };
 use crate::inspect::Inspection;
 use crate::metrics::Stats;
+use crate::metrics::tokens::{TokenCategory, TokenLayout};
 use crate::model::{Headline, Stage};
 use crate::triangulate::{Diagnosis, FirstOver, Side, TriangleReport};
 
@@ -33,6 +42,18 @@ pub fn sci(x: f64, digits: usize) -> String {
     }
 }
 
+/// `5.0e-6`: two significant digits, the exponent as short as it goes (`1.2e3`, `6.4e-1`); `0`
+/// for zero. The stage grid's and the token table's number.
+pub fn compact(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    format!("{x:.1e}")
+}
+
 /// A cosine with 6 decimals; `n/a` when there is none.
 pub fn cosine(c: Option<f64>) -> String {
     c.map_or_else(|| "n/a".into(), |c| format!("{c:.6}"))
@@ -44,7 +65,7 @@ pub fn cell_value(p: &PairResult) -> String {
         None => "shape".into(),
         Some(m) if m.nonfinite_mismatches > 0 => format!("nan/inf×{}", m.nonfinite_mismatches),
         Some(m) if m.exact && m.over_tolerance > 0 => format!("≠×{}", m.over_tolerance),
-        Some(m) => sci(m.max_abs, 1),
+        Some(m) => compact(m.max_abs),
     }
 }
 
@@ -76,6 +97,7 @@ pub fn dump_summary(d: &DumpInfo) -> String {
     if !d.has_manifest {
         s.push_str(", no manifest: canonical stage order, then file order");
     }
+    s.push_str(&deployed(d));
     s
 }
 
@@ -157,6 +179,130 @@ fn partial_coverage(c: &Coverage) -> String {
         c.comparable,
         coverage_unit(c)
     )
+}
+
+fn status(v: &Verdict) -> &'static str {
+    if v.incomplete {
+        "INCOMPLETE"
+    } else if v.pass {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+/// `coverage 100% (38 of 38 canonical stages)`; the percentage is rounded down, so 100% means all.
+fn coverage_figure(c: &Coverage) -> String {
+    format!(
+        "coverage {}% ({} of {} {})",
+        (100.0 * c.fraction).floor(),
+        c.paired,
+        c.comparable,
+        coverage_unit(c)
+    )
+}
+
+/// `blocks.1.ls2 (max|Δ| 1.0e-2)`: a pair and what it differs by.
+fn pair_figure(p: &PairResult) -> String {
+    match &p.metrics {
+        None => format!("{} (shapes differ)", p.name),
+        Some(_) => format!("{} (max|Δ| {})", p.name, cell_value(p)),
+    }
+}
+
+/// The one-line summary of a diff: verdict, coverage, first divergence, CLS max|Δ|. Plain text
+/// with no markup (it reads the same as a link's text, a commit status or a chat message).
+pub fn summary(r: &DiffReport) -> String {
+    let mut parts = vec![
+        format!("dinodiff {}", status(&r.verdict)),
+        coverage_figure(&r.verdict.coverage),
+        match r.first_over {
+            Some(i) => format!("first divergence {}", pair_figure(&r.pairs[i])),
+            None => "no divergence".into(),
+        },
+    ];
+    parts.extend(cls_figure(r));
+    parts.join(" · ")
+}
+
+fn cls_figure(r: &DiffReport) -> Option<String> {
+    let cls = Headline::Cls.stage().to_string();
+    let h = r.headline.iter().find(|h| h.name == cls)?;
+    Some(format!("CLS max|Δ| {}", compact(h.max_abs)))
+}
+
+/// What a triangle found, in a few words.
+fn finding_short(d: &Diagnosis) -> &'static str {
+    match d {
+        Diagnosis::AllAgree => "all three agree",
+        Diagnosis::Accumulated(_) => "differences add up across the triangle",
+        Diagnosis::ExportDrifts(_) => "the export drifts",
+        Diagnosis::PortDiverges(_) => "the port diverges",
+        Diagnosis::BothDiverge { .. } => "port and export both depart",
+    }
+}
+
+/// The one-line summary of a triangle: verdict, finding, first divergence (with its side), the
+/// reference ⇔ export CLS max|Δ|, the lowest coverage of the three sides.
+pub fn triangle_summary(t: &TriangleReport) -> String {
+    let verdict = if t.pass { "PASS" } else { "FAIL" };
+    let mut parts = vec![
+        format!("dinodiff triangulation {verdict}"),
+        finding_short(&t.diagnosis).to_string(),
+    ];
+    if let Some(f) = t.diagnosis.first_over().first() {
+        let figure = f.max_abs.map_or_else(
+            || "shapes differ".to_string(),
+            |m| format!("max|Δ| {}", compact(m)),
+        );
+        parts.push(format!(
+            "first divergence {} ({}, {figure})",
+            f.stage,
+            side_label(t, f.side)
+        ));
+    }
+    let reference_export = t.side(Side::ReferenceExport);
+    if let Some(cls) = cls_figure(reference_export) {
+        parts.push(format!("{}: {cls}", side_label(t, Side::ReferenceExport)));
+    }
+    if let Some(c) = t
+        .sides
+        .iter()
+        .map(|s| &s.report.verdict.coverage)
+        .min_by(|x, y| x.fraction.total_cmp(&y.fraction))
+    {
+        parts.push(coverage_figure(c));
+    }
+    parts.join(" · ")
+}
+
+/// The metrics of each token category in the `--tokens` table.
+pub const TOKEN_METRICS: [&str; 2] = ["max|Δ|", "rms"];
+
+/// A token category's column header.
+pub fn token_category(c: TokenCategory) -> &'static str {
+    match c {
+        TokenCategory::Cls => "CLS",
+        TokenCategory::Storage => "storage",
+        TokenCategory::Patches => "patches",
+    }
+}
+
+/// `tokens: 1 CLS, 4 storage, 196 patches`.
+pub fn token_layout(l: TokenLayout) -> String {
+    format!(
+        "tokens: 1 CLS, {} storage, {} patches",
+        l.storage, l.patches
+    )
+}
+
+/// Which stages the `--tokens` table shows.
+pub const TOKEN_ROWS: &str =
+    "rows: residual stream, first and worst pairs; all stages in --format json";
+
+/// The title of the top-N list of the largest differences.
+pub fn worst_title(n: usize) -> String {
+    format!("largest differences (over tolerance first, top {n})")
 }
 
 /// `PASS`, or `FAIL (7 of 38)`: a verdict in a table cell.
@@ -254,8 +400,13 @@ pub fn side_label(t: &TriangleReport, side: Side) -> String {
 /// `A: Meta — meta.st (reference, 262 tensors)`: one dump of a triangle (`i` = 0, 1, 2).
 pub fn triangle_dump(t: &TriangleReport, i: usize, info: &DumpInfo) -> String {
     format!(
-        "{}: {} — {} ({}, {} tensors)",
-        LETTERS[i], t.names[i], info.path, ROLES[i], info.tensors
+        "{}: {} — {} ({}, {} tensors{})",
+        LETTERS[i],
+        t.names[i],
+        info.path,
+        ROLES[i],
+        info.tensors,
+        deployed(info)
     )
 }
 
@@ -413,105 +564,6 @@ pub fn stats(s: &Stats) -> [String; 6] {
         s.nan.to_string(),
         s.inf.to_string(),
     ]
-}
-
-// --- The pictures of `dinodiff report` (report::html) ----------------------------------------
-
-/// The label of the depth curves' tolerance line.
-pub fn tolerance_line(atol: f64) -> String {
-    format!("atol {} (+ rtol·|x| per element)", sci(atol, 0))
-}
-
-pub const NO_TOKEN_LAYOUT: &str = "no token breakdown: the dumps give no token layout (no \
-     `patches`, `patch_embed` or `rope.sin` tensor, or no stage with a token axis)";
-pub const HIDE_HEAT: &str = "hide the heat (show the input)";
-pub const ALL_PATCHES_EQUAL: &str = "every patch is equal here: max|Δ| 0";
-
-/// How the token axis splits: `1 CLS + 4 storage + 196 patches`.
-pub fn token_layout(storage: usize, patches: usize) -> String {
-    format!("tokens: 1 CLS + {storage} storage + {patches} patches")
-}
-
-/// The tooltip of the worst patch.
-pub fn worst_patch(row: usize, col: usize, max_abs: f64) -> String {
-    format!(
-        "worst patch: row {row}, column {col}, max|Δ| {}",
-        sci(max_abs, 3)
-    )
-}
-
-/// What a patch map shows and why that stage.
-pub fn patch_map_caption(
-    stage: Stage,
-    chosen: crate::figures::StageChoice,
-    h: usize,
-    w: usize,
-    worst: Option<(usize, usize, f64)>,
-) -> String {
-    use crate::figures::StageChoice;
-    let why = match chosen {
-        StageChoice::Asked => "the stage asked for (--stage)",
-        StageChoice::FirstOver => "the first stage over tolerance with a token axis",
-        StageChoice::Worst => "nothing with a token axis is over tolerance: the largest max|Δ|",
-    };
-    let mut s = format!("per-patch max|Δ| at `{stage}` ({why}), {h} × {w} patches");
-    if let Some((r, c, v)) = worst {
-        s.push_str(&format!("; {}", worst_patch(r, c, v)));
-    }
-    s
-}
-
-/// How the input image was brought back to pixels.
-pub fn input_scaling(img: &crate::figures::InputImage) -> String {
-    use crate::figures::InputScaling;
-    let [h, w] = img.tensor_size;
-    let how = match &img.scaling {
-        InputScaling::Recorded { mean, std } => {
-            let three = |v: &[f64; 3]| format!("[{:.4}, {:.4}, {:.4}]", v[0], v[1], v[2]);
-            format!(
-                "un-normalized with the recorded mean {} and std {}",
-                three(mean),
-                three(std)
-            )
-        }
-        InputScaling::MinMax { min, max } => format!(
-            "no normalization recorded: its values {} .. {} mapped to black .. white",
-            sci(*min, 2),
-            sci(*max, 2)
-        ),
-    };
-    let shown = if [img.height, img.width] == [h, w] {
-        String::new()
-    } else {
-        format!(", shown at {} × {}", img.width, img.height)
-    };
-    format!("input: the `input` tensor ({w} × {h}{shown}), {how}")
-}
-
-pub const NO_MANIFEST: &str =
-    "none: a plain safetensors file (canonical stage order, then file order)";
-
-/// `A ⇔ B`.
-pub fn side_pair_label(a: &str, b: &str) -> String {
-    format!("{a} ⇔ {b}")
-}
-
-/// The title of a report page.
-pub fn page_title(pass: bool, triangle: bool) -> String {
-    format!(
-        "dinodiff {}: {}",
-        if triangle { "triangulation" } else { "diff" },
-        if pass { "PASS" } else { "FAIL" }
-    )
-}
-
-/// Why a page has no token figures: made without the dumps, or no token layout in them.
-pub fn no_figures(had_dumps: bool) -> String {
-    if had_dumps {
-        NO_TOKEN_LAYOUT.to_string()
-    } else {
-        "token figures need the dumps: `dinodiff report` computes them".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod common;
 mod bad_inputs;
 mod capture;
 mod diff;
+mod fit;
 mod inspect;
 mod prep;
 mod report;

@@ -257,14 +257,16 @@ fn diff_writes_the_page_beside_its_own_output() {
     let md = run_in(
         d.path(),
         &[
-            "diff", "a.st", "b.st", "--format", "markdown", "--html", "r.html",
+            "diff", "a.st", "b.st", "--format", "markdown", "--html", "r.html", "--tokens",
         ],
         1,
     );
-    assert!(md.starts_with("### dinodiff: FAIL"), "{md}");
+    assert!(md.starts_with("### ❌ dinodiff FAIL · "), "{md}");
     let html = read(d.path(), "r.html");
     assert_offline(&html);
     assert!(html.contains("<title>dinodiff diff: FAIL</title>"));
+    // --tokens adds its table to the page too.
+    assert!(html.contains("<summary>--tokens: tokens: 1 CLS, 1 storage, 4 patches</summary>"));
     // --stage belongs to the page.
     let a = dinodiff()
         .current_dir(d.path())

@@ -251,7 +251,7 @@ fn markdown_shows_the_dumps_their_input_and_strays_on_request() {
     ];
     let quiet = run_in(d.path(), &args, 0);
     assert!(
-        quiet.starts_with("### dinodiff triangulation: PASS ✅\n"),
+        quiet.starts_with("### ✅ dinodiff triangulation PASS · all three agree · "),
         "{quiet}"
     );
     assert!(

@@ -76,7 +76,7 @@ def test_torch_onnx_export(work, run, exporter):
     compared = 0
     for name in m["order"]:
         rec = m["tensors"][name]
-        if name == "input" or name.startswith("unmarked/") or "derived" in rec:
+        if name == "input" or name.startswith(("unmarked/", "deployed/")) or "derived" in rec:
             continue
         value = ref[rec.get("onnx_value", name)]
         np.testing.assert_array_equal(t[name], value.reshape(t[name].shape), err_msg=name)
@@ -92,6 +92,13 @@ def test_torch_onnx_export(work, run, exporter):
     for s in STAGES:
         assert t[s].shape == timm[s].shape, s
         assert np.abs(t[s].astype(np.float64) - timm[s]).max() <= 1e-5, s
+    # The deployed headline: timm's model returns the pooled patches, taken from a default
+    # onnxruntime session (ONNX Runtime's default optimizations).
+    session = ort.InferenceSession(str(d / exporter / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    deployed = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert m["onnx"]["deployed_headline"] == ["pooled"]
+    np.testing.assert_array_equal(t["deployed/pooled"], deployed.reshape(t["pooled"].shape))
     # Derived head views, checked with numpy.
     assert set(m["onnx"]["derived_from_norm"]) == {"cls", "storage"}
     np.testing.assert_array_equal(t["cls"], t["norm"][:, 0])

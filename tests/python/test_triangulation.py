@@ -98,15 +98,70 @@ def test_clean_triangle(tri, run):
         rep = side["report"]
         assert rep["verdict"]["pass"] and rep["verdict"]["compared"] >= len(canonical(DEPTH))
         for h in rep["headline"]:
-            # Independent check of the reported numbers with numpy (f64).
+            # Independent check of the reported numbers with numpy (f64); an ONNX side's
+            # headline is its deployed session's (deployed/<stage>).
+            assert h["a_deployed"] is False and h["b_deployed"] is (b == "onnx")
             x = dumps[a][h["name"]].astype(np.float64).ravel()
-            y = dumps[b][h["name"]].astype(np.float64).ravel()
+            y = dumps[b][("deployed/" if b == "onnx" else "") + h["name"]]
+            y = y.astype(np.float64).ravel()
             cos = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
             assert h["cosine"] == pytest.approx(cos, abs=1e-9) and cos >= 0.999999
             assert h["max_abs"] == pytest.approx(np.abs(x - y).max(), rel=1e-6)
             assert h["max_abs"] <= 1e-4
         assert not any(p["fails"] for p in rep["pairs"])
     assert {h["name"] for s in r["sides"] for h in s["report"]["headline"]} == {"cls", "pooled"}
+
+
+def ort_outputs(model, x, level):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if level is not None:
+        options.graph_optimization_level = level
+    session = ort.InferenceSession(str(model), options)
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def test_onnx_headline_is_the_deployed_session(tri, run):
+    """The Meta ⇔ ONNX headline is what a default onnxruntime Python session gives, and the
+    optimizer effect is that session against the graph as exported (optimizations disabled)."""
+    import onnxruntime as ort
+    x = read_dump(tri / "in.st")[1]["input"]
+    deployed = ort_outputs(tri / "good.onnx", x, None)[0].astype(np.float64)
+    graph = ort_outputs(tri / "good.onnx", x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)[0]
+    meta = read_dump(tri / "meta.st")[1]
+    # The jax2onnx export returns concat(cls, patches) over tokens.
+    cls, patches = deployed[:, 0, :], deployed[:, 1:, :]
+    pooled = patches.mean(axis=1).astype(np.float32).astype(np.float64)
+    r = json.loads(run("diff", tri / "meta.st", tri / "onnx-good.st", "--format", "json").stdout)
+    head = {h["name"]: h for h in r["headline"]}
+    assert head["cls"]["b_deployed"] and head["pooled"]["b_deployed"]
+    assert abs(head["cls"]["max_abs"] - np.abs(cls - meta["cls"]).max()) <= 1e-12
+    assert abs(head["pooled"]["max_abs"] - np.abs(pooled - meta["pooled"]).max()) <= 1e-12
+    effect = r["b"]["optimizer_effect"]
+    want = np.abs(deployed - graph.astype(np.float64)).max()
+    assert effect["deployed_opt_level"] == "all" and effect["graph_opt_level"] == "disable"
+    assert abs(effect["max_abs"] - want) <= 1e-12 and effect["over_tolerance"] is False
+    manifest = read_dump(tri / "onnx-good.st")[0]
+    assert manifest["onnx"]["optimizer_effect"] == effect
+    assert manifest["onnx"]["deployed_headline"] == ["cls", "pooled"]
+    table = run("diff", tri / "meta.st", tri / "onnx-good.st").stdout
+    assert "headline from the deployed session (ONNX Runtime optimizations all" in table
+
+
+def test_optimizer_effect_over_tolerance_is_a_finding(tri, run, tmp_path):
+    """A dump whose manifest records an optimizer effect over tolerance: diff and the triangle
+    say it as a finding (the capture's judgment is unit-tested in capture/onnx/deployed.rs)."""
+    from safetensors.numpy import save_file
+    manifest, arrays = read_dump(tri / "onnx-good.st")
+    manifest["onnx"]["optimizer_effect"].update(max_abs=0.25, over_tolerance=True)
+    save_file(arrays, str(tmp_path / "onnx.st"),
+              metadata={"dinodiff.format_version": "1", "dinodiff.manifest": json.dumps(manifest)})
+    out = run("diff", tri / "meta.st", tmp_path / "onnx.st").stdout
+    assert ("finding: ONNX Runtime's graph optimizations (all) change the outputs of "
+            f"{tmp_path / 'onnx.st'} by max|Δ| 2.50e-01 against the graph as exported "
+            "(disable), over the default tolerance") in out
+    tri_out = run("diff", tri / "meta.st", tri / "eqx-good.st", tmp_path / "onnx.st").stdout
+    assert "finding: ONNX Runtime's graph optimizations (all)" in tri_out
 
 
 def test_clean_triangle_table(tri, run):
@@ -144,7 +199,8 @@ def test_fault_in_the_export_is_named(tri, run):
                                    "export is at fault, not the port. ONNX departs from Equinox "
                                    f"first at `{first['stage']}`")
     out = triangle(run, tri, "eqx-good.st", "onnx-b7.st", fmt="markdown").stdout
-    assert out.startswith("### dinodiff triangulation: FAIL ❌\n")
+    assert out.startswith("### ❌ dinodiff triangulation FAIL · the export drifts · first "
+                          f"divergence {first['stage']} (Equinox ⇔ ONNX, max|Δ| "), out
 
 
 @pytest.mark.parametrize("fault,eqx,onnx,port_stage", [

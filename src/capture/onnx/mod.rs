@@ -7,9 +7,13 @@
 //!   as a graph output; the rewritten model is written beside the original (a hidden temporary
 //!   file, removed afterwards) so that its external data files resolve, or, when that directory
 //!   is read-only, into a temporary directory holding hard links (or copies) of them;
-//! - the original model is also run unmarked, with the same options; its outputs are stored as
-//!   `unmarked/<output>` and the manifest says whether the marked run's final outputs are
-//!   bit-identical to them (the observer-effect report);
+//! - the original model is also run unmarked twice: at the marked runs' level (`--opt-level`,
+//!   default `disable`: the graph as exported), to tell whether the marked run's final outputs
+//!   are bit-identical to it (the observer effect), and as users deploy it
+//!   (`--deploy-opt-level`, default `all`, ONNX Runtime's default). The deployed run's outputs
+//!   are stored as `unmarked/<output>`, its headline stages as `deployed/cls` and
+//!   `deployed/pooled` ([`deployed`]), and the difference between the two unmarked runs is the
+//!   optimizer effect (summary, manifest `onnx.optimizer_effect`);
 //! - values recognized as canonical stages ([`rules`]) are named by their stage (the ONNX name
 //!   goes to the record's `onnx_value`) and shaped or assembled as the stage ([`assemble`]); the
 //!   others by call path (`VisionTransformer_1/Block_3/LayerScale_1/v_3`; main-graph values keep
@@ -17,12 +21,14 @@
 //!   native name, producing node, op type, call path and the node's metadata_props.
 //!
 //! The parts, one concern each: `model_file` (the model file and its external data),
-//! [`runtime`] (loading ONNX Runtime, values out of its buffers), `session` (the unmarked run
+//! [`runtime`] (loading ONNX Runtime, values out of its buffers), `session` (the unmarked runs
 //! and the marked copies), `plan` (runs within the memory budget), `values` (each run's
 //! values into the dump), [`rules`] (stage recognition per exporter), [`assemble`] (recognized
-//! values into stage tensors). [`capture`] only orchestrates them.
+//! values into stage tensors), `deployed` (the optimizer effect and the deployed headline).
+//! [`capture`] only orchestrates them.
 
 pub mod assemble;
+mod deployed;
 mod model_file;
 mod plan;
 pub mod rules;
@@ -34,7 +40,9 @@ pub use plan::{default_memory_budget, plan_runs};
 
 use super::StageFilter;
 use super::input::{InputSource, ModelInput};
-use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
+use crate::dump::{
+    DumpWriter, FileIdentity, Manifest, OptimizerEffect, SourceKind, TensorRecord, WrittenDump,
+};
 use crate::onnx::inline::{Inlined, ValueOrigin, inline_local_functions};
 use crate::onnx::proto::ModelProto;
 use anyhow::Result;
@@ -50,7 +58,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use values::{MarkedRuns, RunsDone};
 
-/// ONNX Runtime graph optimizations, for both the marked and the unmarked run.
+/// ONNX Runtime graph optimizations (`disable` keeps the graph as exported; `all` is ONNX
+/// Runtime's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptLevel {
     Disable,
@@ -69,7 +78,7 @@ impl OptLevel {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             OptLevel::Disable => "disable",
             OptLevel::Basic => "basic",
@@ -84,7 +93,10 @@ pub struct OnnxOptions {
     pub input: InputSource,
     pub output: PathBuf,
     pub only: StageFilter,
+    /// The marked runs' level (and the unmarked run the observer effect is checked against).
     pub opt_level: OptLevel,
+    /// The deployed run's level: what the headline and the optimizer effect are measured at.
+    pub deploy_opt_level: OptLevel,
     pub threads: Option<usize>,
     pub ort_lib: Option<PathBuf>,
     /// Budget for the captured values held by one run (bytes); `None`: [`default_memory_budget`].
@@ -98,6 +110,10 @@ pub struct OnnxCapture {
     pub values: usize,
     pub calls_inlined: usize,
     pub observer_effect: bool,
+    /// The deployed run against the graph as exported (`None`: both at the same level).
+    pub optimizer_effect: Option<OptimizerEffect>,
+    /// The headline stages written from the deployed run (`deployed/<stage>`).
+    pub deployed_headline: Vec<crate::model::Stage>,
     pub runtime: PathBuf,
     pub run: Duration,
     /// How many marked runs the memory budget took.
@@ -114,6 +130,7 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
     let prepared = prepare(&env, opts, &file, &input, &bytes, model)?;
     drop(bytes);
     let (unmarked, mut marked) = (prepared.unmarked, prepared.marked);
+    let graph = unmarked.graph.as_ref().unwrap_or(&unmarked.deployed);
     let captured: Vec<&ValueOrigin> = marked
         .kept
         .iter()
@@ -133,13 +150,13 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         prepared.identity,
         &runtime,
         &input,
-        &unmarked,
+        &unmarked.deployed,
         captured.len(),
     )?;
     let mut runs = MarkedRuns::new(
         &opts.model,
         &input,
-        &unmarked,
+        graph,
         &marked.stages,
         captured.len(),
         plan.runs.len(),
@@ -153,14 +170,22 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         runs.run(&mut writer, &mut session, index, subset)?;
     }
     let done = runs.finish(&mut writer)?;
-    values::write_unmarked(&mut writer, &unmarked.outputs)?;
+    values::write_unmarked(&mut writer, &unmarked.deployed)?;
+    let deployed_headline = deployed::HeadlineSources {
+        values: &marked.inlined.values,
+        stages: &marked.stages,
+        captured_shapes: &done.captured_shapes,
+        written: &done.written_stages,
+    }
+    .write(&mut writer, &unmarked.deployed)?;
+    let optimizer_effect = deployed::optimizer_effect(&unmarked.deployed, graph);
     let facts = onnx_facts(
         opts,
-        &marked.inlined,
-        captured.len(),
+        (&marked.inlined, captured.len()),
         &plan,
         &done,
-        &unmarked,
+        graph,
+        (&optimizer_effect, &deployed_headline),
     );
     writer.annotate("onnx", facts);
     Ok(OnnxCapture {
@@ -168,6 +193,8 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
         values: captured.len(),
         calls_inlined: marked.inlined.calls_inlined,
         observer_effect: done.observer_effect,
+        optimizer_effect,
+        deployed_headline,
         runtime,
         run: done.elapsed,
         runs: plan.runs.len(),
@@ -177,14 +204,17 @@ pub fn capture(opts: &OnnxOptions) -> Result<OnnxCapture> {
 /// The manifest's `onnx` record: how the capture ran.
 fn onnx_facts(
     opts: &OnnxOptions,
-    inlined: &Inlined,
-    values_marked: usize,
+    (inlined, values_marked): (&Inlined, usize),
     plan: &RunPlan,
     done: &RunsDone,
     unmarked: &Unmarked,
+    (optimizer_effect, deployed_headline): (&Option<OptimizerEffect>, &[crate::model::Stage]),
 ) -> serde_json::Value {
     json!({
         "opt_level": opts.opt_level.name(),
+        "deploy_opt_level": opts.deploy_opt_level.name(),
+        "optimizer_effect": optimizer_effect,
+        "deployed_headline": deployed_headline.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "threads": opts.threads,
         "calls_inlined": inlined.calls_inlined,
         "values_marked": values_marked,
@@ -206,8 +236,16 @@ fn names<'v>(values: &[&'v ValueOrigin]) -> Vec<&'v str> {
 /// Everything the marked runs start from.
 struct Prepared<'a> {
     identity: FileIdentity,
-    unmarked: Unmarked,
+    unmarked: UnmarkedRuns,
     marked: Marked<'a>,
+}
+
+/// The unmarked runs of the original model.
+struct UnmarkedRuns {
+    /// At `--deploy-opt-level`: what users run.
+    deployed: Unmarked,
+    /// At `--opt-level`, when that differs: the graph as the marked runs compute it.
+    graph: Option<Unmarked>,
 }
 
 /// The inlined model, what it recognized and keeps, and the copy marked with all it keeps.
@@ -225,8 +263,8 @@ struct Marked<'a> {
 }
 
 /// Three things at once (each is mostly one core's work): hashing the model file, the unmarked
-/// run of the original, and inlining + recognizing + writing + opening the marked copy. The
-/// unmarked run's errors (input name, shape, IR version) come first.
+/// runs of the original, and inlining + recognizing + writing + opening the marked copy. The
+/// unmarked runs' errors (input name, shape, IR version) come first.
 fn prepare<'a>(
     env: &Environment,
     opts: &OnnxOptions,
@@ -242,7 +280,7 @@ fn prepare<'a>(
         .unwrap_or_default();
     std::thread::scope(|scope| {
         let hashing = scope.spawn(|| FileIdentity::of_bytes(&opts.model, bytes));
-        let plain = scope.spawn(|| session::unmarked_run(env, opts, input));
+        let plain = scope.spawn(|| unmarked_runs(env, opts, input));
         let marked = mark(env, opts, file, model, &finals);
         let unmarked = plain.join().expect("the unmarked run does not panic")?;
         let marked = marked?;
@@ -253,6 +291,19 @@ fn prepare<'a>(
             marked,
         })
     })
+}
+
+/// The deployed run, and the run at the marked runs' level when that differs.
+fn unmarked_runs(
+    env: &Environment,
+    opts: &OnnxOptions,
+    input: &ModelInput,
+) -> Result<UnmarkedRuns> {
+    let deployed = session::unmarked_run(env, opts, input, opts.deploy_opt_level)?;
+    let graph = (opts.opt_level != opts.deploy_opt_level)
+        .then(|| session::unmarked_run(env, opts, input, opts.opt_level))
+        .transpose()?;
+    Ok(UnmarkedRuns { deployed, graph })
 }
 
 /// Inlines the model, recognizes its stages, picks the values to capture and opens the copy

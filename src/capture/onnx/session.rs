@@ -1,19 +1,21 @@
 //! ONNX Runtime sessions of the model: the unmarked run of the original, and the marked copies.
 //!
 //! Contract:
-//! - [`open`] loads a model file with the capture's options (`--opt-level`, `--threads`); an IR
+//! - [`open`] loads a model file with the capture's options (`--threads`) at an optimization
+//!   level (the marked copies at `--opt-level`, the deployed run at `--deploy-opt-level`); an IR
 //!   version the runtime does not accept is an error saying how to re-export or which runtime to
 //!   install;
 //! - [`unmarked_run`] opens the original model as it is, picks the graph input that receives
 //!   the image (`--input-name`, else the only input), checks the input's shape against it and
-//!   runs it once; its outputs are kept (copied) for the observer-effect check and the dump;
+//!   runs it once; its outputs are kept (copied) for the observer-effect and optimizer-effect
+//!   checks and the dump;
 //! - [`MarkedModel`] holds the inlined model and, for each run, writes a copy whose graph
 //!   outputs are the original outputs plus that run's values ([`super::model_file`] says where)
 //!   and opens it; the copy lives as long as the returned [`MarkedFile`].
 
-use super::OnnxOptions;
 use super::model_file::{MarkedFile, ModelFile};
 use super::runtime::{self, Extracted};
+use super::{OnnxOptions, OptLevel};
 use crate::capture::input::ModelInput;
 use crate::onnx::proto::{ModelProto, ValueInfoProto};
 use anyhow::{Result, bail};
@@ -35,12 +37,17 @@ pub(super) fn feed(input: &ModelInput) -> Result<Tensor<f32>> {
         .map_err(ort_err("building the input tensor".into()))
 }
 
-/// Opens the model at `path` with the capture's options.
-pub(super) fn open(env: &Environment, opts: &OnnxOptions, path: &Path) -> Result<Session> {
+/// Opens the model at `path` with the capture's options, at optimization level `level`.
+pub(super) fn open(
+    env: &Environment,
+    opts: &OnnxOptions,
+    path: &Path,
+    level: OptLevel,
+) -> Result<Session> {
     let what = || format!("ONNX Runtime cannot load {}", path.display());
     let mut b = Session::builder(env).map_err(ort_err(what()))?;
     b = b
-        .with_optimization_level(opts.opt_level.ort())
+        .with_optimization_level(level.ort())
         .map_err(ort_err(what()))?;
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort_err(what()))?;
@@ -117,13 +124,15 @@ impl<'a> MarkedModel<'a> {
         let bytes = self.model.encode_to_vec();
         let file = self.file.write_copy(&bytes)?;
         drop(bytes);
-        let session = open(env, opts, file.path())?;
+        let session = open(env, opts, file.path(), opts.opt_level)?;
         Ok((file, session))
     }
 }
 
-/// What the unmarked run of the original model gives.
+/// What an unmarked run of the original model gives.
 pub(super) struct Unmarked {
+    /// The optimization level it ran at.
+    pub opt_level: OptLevel,
     /// The graph input fed the image.
     pub input_name: String,
     pub final_outputs: Vec<String>,
@@ -131,13 +140,15 @@ pub(super) struct Unmarked {
     pub outputs: Vec<(String, Extracted<'static>)>,
 }
 
-/// Opens the original model as it is, checks the input against it and runs it once.
+/// Opens the original model as it is at optimization level `level`, checks the input against it
+/// and runs it once.
 pub(super) fn unmarked_run(
     env: &Environment,
     opts: &OnnxOptions,
     input: &ModelInput,
+    level: OptLevel,
 ) -> Result<Unmarked> {
-    let mut plain = open(env, opts, &opts.model)?;
+    let mut plain = open(env, opts, &opts.model, level)?;
     let input_name = image_input(opts, &plain, input)?;
     let final_outputs: Vec<String> = plain
         .outputs()
@@ -160,6 +171,7 @@ pub(super) fn unmarked_run(
         })
         .collect::<Result<_>>()?;
     Ok(Unmarked {
+        opt_level: level,
         input_name,
         final_outputs,
         outputs,

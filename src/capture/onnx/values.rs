@@ -2,7 +2,8 @@
 //!
 //! Contract:
 //! - [`MarkedRuns::run`] runs one marked session and compares the model's own outputs with the
-//!   unmarked run's, byte for byte (any difference is the observer effect); then takes the
+//!   unmarked run's at the same optimization level, byte for byte (any difference is the
+//!   observer effect); then takes the
 //!   run's values out one at a time, in graph order: each is borrowed from ONNX Runtime's
 //!   buffer, placed by the [`StageAssembler`], written (a stage it completed first), and freed
 //!   before the next;
@@ -10,7 +11,7 @@
 //!   `op_type`, `call_path`, `functions`, `returned_by`, `metadata_props`; for stages
 //!   `onnx_value`, `stage_rule` and `onnx_shape` / `sliced` when its shape was rewritten);
 //! - [`MarkedRuns::finish`] writes the head views derived from `norm` after the last run;
-//!   [`write_unmarked`] writes the unmarked run's outputs as `unmarked/<output>`.
+//!   [`write_unmarked`] writes the deployed (unmarked) run's outputs as `unmarked/<output>`.
 
 use super::assemble::{AssembledStage, PlacedValue, StageAssembler};
 use super::rules::Recognized;
@@ -48,6 +49,10 @@ pub(super) struct RunsDone {
     pub records: Vec<Value>,
     /// The head views derived from `norm`.
     pub derived: Vec<crate::model::Stage>,
+    /// Each captured value's shape as ONNX Runtime gave it.
+    pub captured_shapes: HashMap<String, Vec<usize>>,
+    /// Each canonical stage written, with its shape.
+    pub written_stages: HashMap<crate::model::Stage, Vec<usize>>,
 }
 
 impl<'a> MarkedRuns<'a> {
@@ -106,6 +111,9 @@ impl<'a> MarkedRuns<'a> {
             // Borrowed from ONNX Runtime's buffer; `value` is freed at the end of the iteration.
             let e = runtime::extract(&v.name, &value)?;
             bytes_written += e.bytes.len() as u64;
+            self.done
+                .captured_shapes
+                .insert(v.name.clone(), e.shape.clone());
             self.write(writer, v, e)?;
             self.bar.inc(1);
         }
@@ -125,6 +133,7 @@ impl<'a> MarkedRuns<'a> {
         // `patches`, else from `patch_embed` (torch exports with token pooling have no
         // `patches` value).
         self.done.derived = self.assembler.write_head_views(writer)?;
+        self.done.written_stages = self.assembler.written_stages().clone();
         Ok(self.done)
     }
 
@@ -230,20 +239,23 @@ fn write_value(writer: &mut DumpWriter, v: &ValueOrigin, placed: PlacedValue) ->
     )
 }
 
-/// Writes the unmarked run's outputs as `unmarked/<output>`.
-pub(super) fn write_unmarked(
-    writer: &mut DumpWriter,
-    outputs: &[(String, Extracted<'static>)],
-) -> Result<()> {
-    for (name, u) in outputs {
+/// Writes the deployed (unmarked) run's outputs as `unmarked/<output>`.
+pub(super) fn write_unmarked(writer: &mut DumpWriter, deployed: &Unmarked) -> Result<()> {
+    for (name, u) in &deployed.outputs {
         writer.write(
             &format!("unmarked/{name}"),
             TensorRecord {
                 native: name.clone(),
                 stage: None,
-                extra: [("run".to_string(), Value::String("unmarked".into()))]
-                    .into_iter()
-                    .collect(),
+                extra: [
+                    ("run".to_string(), Value::String("unmarked".into())),
+                    (
+                        "opt_level".to_string(),
+                        Value::String(deployed.opt_level.name().into()),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
             },
             u.dtype,
             &u.shape,

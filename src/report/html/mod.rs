@@ -110,10 +110,14 @@ impl Renderer for HtmlRenderer<'_> {
             notes,
             strays,
             verdict,
+            worst,
+            tokens: token_table,
+            summary,
         } = view::diff(r, o);
         let scales = Scales::of(&[r]);
         let mut top = format!("<h1>dinodiff diff: {}</h1>", page::status(pass));
         top.push_str(&page::verdict_box(&verdict, pass));
+        let _ = write!(top, "<p>{}</p>", page::code_spans(&summary));
         top.push_str("<ul>");
         for (letter, (path, summary)) in ["A", "B"].iter().zip(&dumps) {
             let _ = write!(
@@ -133,6 +137,7 @@ impl Renderer for HtmlRenderer<'_> {
             Some(g) => heatmap::heatmap("metric-0", g, r, &scales) + &page::heatmap_key(),
             None => String::new(),
         };
+        stages.push_str(&page::worst(&worst));
         stages.push_str(&page::notes(&notes));
         stages.push_str(&page::flat(&flat));
         stages.push_str(&page::strays(&strays));
@@ -149,7 +154,8 @@ impl Renderer for HtmlRenderer<'_> {
             (
                 "tokens",
                 "tokens",
-                self.token_breakdowns(&only, curves::depth(&[r])),
+                self.token_breakdowns(&only, curves::depth(&[r]))
+                    + &page::token_table(&token_table),
             ),
         ];
         if let Some(p) = self.provenance(&["A", "B"]) {
@@ -167,6 +173,7 @@ impl Renderer for HtmlRenderer<'_> {
             bodies,
             diagnosis,
             ends,
+            summary,
         } = view::triangle(t, o);
         let reports: Vec<&DiffReport> = t.sides.iter().map(|s| &s.report).collect();
         let scales = Scales::of(&reports);
@@ -178,6 +185,7 @@ impl Renderer for HtmlRenderer<'_> {
             .collect();
         let mut top = format!("<h1>dinodiff triangulation: {}</h1>", page::status(pass));
         top.push_str(&page::verdict_box(&diagnosis, pass));
+        let _ = write!(top, "<p>{}</p>", page::code_spans(&summary));
         top.push_str("<ul>");
         for d in &dumps {
             let _ = write!(top, "<li>{}</li>", page::code_spans(d));
@@ -207,10 +215,14 @@ impl Renderer for HtmlRenderer<'_> {
                 grid: _,
                 flat,
                 notes,
+                worst,
+                tokens,
             }) = body
             {
+                stages.push_str(&page::worst(worst));
                 stages.push_str(&page::notes(notes));
                 stages.push_str(&page::flat(flat));
+                stages.push_str(&page::token_table(tokens));
             }
         }
         stages.push_str(&page::heatmap_key());

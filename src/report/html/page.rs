@@ -4,7 +4,9 @@
 
 use super::svg::esc;
 use crate::figures::Provenance;
-use crate::report::view::{FlatRow, HeadlineRow, Note, SideRow, Strays, Value};
+use crate::report::view::{
+    FlatRow, HeadlineRow, Note, RankedRow, SideRow, Strays, TokenTable, Value,
+};
 use crate::report::{view, words};
 use std::fmt::Write;
 
@@ -198,6 +200,67 @@ pub fn flat(rows: &[FlatRow]) -> String {
         );
     }
     s.push_str("</table>");
+    s
+}
+
+/// The largest differences, ranked (over tolerance first).
+pub fn worst(rows: &[RankedRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "<h3>{}</h3><table>{}",
+        esc(&words::worst_title(view::TOP_WORST)),
+        header_row(&view::WORST_COLUMNS)
+    );
+    for RankedRow {
+        rank,
+        stage,
+        max_abs,
+        rms,
+        cosine,
+    } in rows
+    {
+        let _ = write!(
+            s,
+            r#"<tr><td class="num">{rank}</td><td><code>{}</code></td>{}<td class="num">{}</td><td class="num">{}</td></tr>"#,
+            esc(stage),
+            value_cell(max_abs),
+            esc(rms),
+            esc(cosine)
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The `--tokens` table of `diff --tokens --html` (the page's own breakdown covers every stage).
+pub fn token_table(table: &Option<TokenTable>) -> String {
+    let Some(TokenTable {
+        layout,
+        columns,
+        rows,
+        note,
+    }) = table
+    else {
+        return String::new();
+    };
+    let mut s = format!(
+        "<details><summary>--tokens: {}</summary><table><tr><th>stage</th>",
+        esc(layout)
+    );
+    for (category, metric) in columns {
+        let _ = write!(s, "<th>{} {}</th>", esc(category), esc(metric));
+    }
+    s.push_str("</tr>");
+    for (stage, cells) in rows {
+        let _ = write!(s, "<tr><td><code>{}</code></td>", esc(stage));
+        for c in cells {
+            let _ = write!(s, r#"<td class="num">{}</td>"#, esc(c));
+        }
+        s.push_str("</tr>");
+    }
+    let _ = write!(s, r#"</table><p class="note">{}</p></details>"#, esc(note));
     s
 }
 

@@ -82,11 +82,7 @@ pub fn breakdown(f: &PairFigures, depth: usize) -> String {
     }));
     let mut s = String::new();
     if let Some(l) = f.layout {
-        let _ = write!(
-            s,
-            r#"<p class="note">{}</p>"#,
-            esc(&words::token_layout(l.storage, l.patches))
-        );
+        let _ = write!(s, r#"<p class="note">{}</p>"#, esc(&words::token_layout(l)));
     }
     if depth > 0 {
         s.push_str(&chart(f, depth));
