@@ -1,13 +1,15 @@
 //! Dispatch: turns parsed arguments into library calls, prints results, picks the exit code.
 
 use crate::cli::{
-    CaptureCommand, Cli, ColorChoice, Command, DiffArgs, DiffFormat, InspectFormat, ListFormat,
+    CaptureCommand, Cli, ColorChoice, Command, CompareArgs, DiffArgs, DiffFormat, InspectFormat,
+    ListFormat, ReportArgs,
 };
 use anyhow::{Result, bail, ensure};
 use dinodiff::capture::input::{self, InputSource};
 use dinodiff::diff::{self, DiffOptions};
 use dinodiff::dump::Dump;
 use dinodiff::exit;
+use dinodiff::figures;
 use dinodiff::metrics::Tolerance;
 use dinodiff::report::{self, Renderer};
 use std::io::{IsTerminal, Write};
@@ -15,6 +17,7 @@ use std::io::{IsTerminal, Write};
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Diff(args) => run_diff(&args),
+        Command::Report(args) => run_report(&args),
         Command::Inspect(args) => run_inspect(&args),
         Command::Prep(args) => {
             let source = InputSource::Image {
@@ -130,7 +133,9 @@ fn run_checkpoint(args: &crate::cli::CheckpointArgs) -> Result<u8> {
     Ok(exit::WITHIN_TOLERANCE)
 }
 
-fn run_diff(args: &DiffArgs) -> Result<u8> {
+/// The diff options of `diff` and `report`, checked.
+/// `tokens`: the per-token-category breakdown of every pair (`diff --tokens`).
+fn diff_options(args: &CompareArgs, tokens: bool) -> Result<DiffOptions> {
     ensure!(
         args.atol >= 0.0 && args.rtol >= 0.0 && args.atol.is_finite() && args.rtol.is_finite(),
         "--atol and --rtol must be finite and non-negative"
@@ -140,13 +145,11 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         "--min-coverage {} is not a fraction between 0 and 1",
         args.min_coverage
     );
-    let a = Dump::open(&args.a)?;
-    let b = Dump::open(&args.b)?;
     let map = match &args.map {
         Some(p) => dinodiff::align::NameMap::load(p)?,
         None => dinodiff::align::NameMap::default(),
     };
-    let opts = DiffOptions {
+    Ok(DiffOptions {
         tolerance: Tolerance {
             atol: args.atol,
             rtol: args.rtol,
@@ -154,26 +157,141 @@ fn run_diff(args: &DiffArgs) -> Result<u8> {
         allow_input_mismatch: args.allow_input_mismatch,
         map,
         min_coverage: args.min_coverage,
-        tokens: args.tokens,
+        tokens,
+    })
+}
+
+/// A diff (two dumps) or a triangulation (three), computed once for every output.
+enum Compared {
+    Diff(Box<diff::DiffReport>),
+    Triangle(Box<dinodiff::triangulate::TriangleReport>),
+}
+
+impl Compared {
+    fn pass(&self) -> bool {
+        match self {
+            Compared::Diff(r) => r.verdict.pass,
+            Compared::Triangle(t) => t.pass,
+        }
+    }
+
+    fn render(&self, renderer: &dyn Renderer, options: &report::Options) -> String {
+        match self {
+            Compared::Diff(r) => renderer.diff(r, options),
+            Compared::Triangle(t) => renderer.triangle(t, options),
+        }
+    }
+}
+
+fn compare(args: &CompareArgs, tokens: bool) -> Result<(Vec<Dump>, Compared)> {
+    let opts = diff_options(args, tokens)?;
+    let mut dumps = vec![Dump::open(&args.a)?, Dump::open(&args.b)?];
+    if let Some(c) = &args.c {
+        dumps.push(Dump::open(c)?);
+    }
+    let compared = match &dumps[..] {
+        [a, b, c] => Compared::Triangle(Box::new(dinodiff::triangulate::triangulate(
+            a, b, c, &opts,
+        )?)),
+        [a, b] => Compared::Diff(Box::new(diff::diff(a, b, &opts)?)),
+        _ => unreachable!("two or three dumps"),
     };
-    let renderer = diff_renderer(args);
-    let options = report::Options {
-        list_unmatched: args.list_unmatched,
-    };
-    let (text, pass) = if let Some(c) = &args.c {
-        let c = Dump::open(c)?;
-        let t = dinodiff::triangulate::triangulate(&a, &b, &c, &opts)?;
-        (renderer.triangle(&t, &options), t.pass)
-    } else {
-        let r = diff::diff(&a, &b, &opts)?;
-        (renderer.diff(&r, &options), r.verdict.pass)
-    };
-    print(&text)?;
-    Ok(if pass {
+    Ok((dumps, compared))
+}
+
+fn exit_code(pass: bool) -> u8 {
+    if pass {
         exit::WITHIN_TOLERANCE
     } else {
         exit::OVER_TOLERANCE
-    })
+    }
+}
+
+fn run_diff(args: &DiffArgs) -> Result<u8> {
+    let (dumps, compared) = compare(&args.compare, args.tokens)?;
+    if let Some(path) = &args.html {
+        write_html(
+            &dumps,
+            &compared,
+            &args.compare,
+            args.stage.as_deref(),
+            path,
+        )?;
+    }
+    let options = report::Options {
+        list_unmatched: args.compare.list_unmatched,
+    };
+    print(&compared.render(diff_renderer(args).as_ref(), &options))?;
+    Ok(exit_code(compared.pass()))
+}
+
+fn run_report(args: &ReportArgs) -> Result<u8> {
+    // The page's token figures come from crate::figures (with the patch maps), not from --tokens.
+    let (dumps, compared) = compare(&args.compare, false)?;
+    let bytes = write_html(
+        &dumps,
+        &compared,
+        &args.compare,
+        args.stage.as_deref(),
+        &args.output,
+    )?;
+    eprintln!(
+        "wrote {} ({} KiB): {}",
+        args.output.display(),
+        bytes.div_ceil(1024),
+        if compared.pass() { "PASS" } else { "FAIL" }
+    );
+    Ok(exit_code(compared.pass()))
+}
+
+/// Computes the figures, renders the HTML page and writes it atomically; returns its size.
+fn write_html(
+    dumps: &[Dump],
+    compared: &Compared,
+    args: &CompareArgs,
+    stage: Option<&str>,
+    path: &std::path::Path,
+) -> Result<usize> {
+    let stage = stage
+        .map(|s| {
+            dinodiff::model::Stage::parse(s).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--stage {s:?} is not a canonical stage name (`dinodiff stages` lists them), \
+                     e.g. blocks.5.ls2"
+                )
+            })
+        })
+        .transpose()?;
+    let opts = figures::FigureOptions { stage };
+    let figures = match (compared, dumps) {
+        (Compared::Diff(r), [a, b]) => figures::for_diff(a, b, r, &opts)?,
+        (Compared::Triangle(t), [a, b, c]) => figures::for_triangle([a, b, c], t, &opts)?,
+        _ => unreachable!("a diff has two dumps, a triangle three"),
+    };
+    let renderer = report::HtmlRenderer {
+        figures: Some(&figures),
+    };
+    let page = compared.render(
+        &renderer,
+        &report::Options {
+            list_unmatched: args.list_unmatched,
+        },
+    );
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let fail =
+        |e: std::io::Error| anyhow::anyhow!("cannot write the report {}: {e}", path.display());
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    file.write_all(page.as_bytes()).map_err(fail)?;
+    // A page to share: readable like any file the user writes (tempfile makes it 0600).
+    use std::os::unix::fs::PermissionsExt;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(fail)?;
+    file.persist(path).map_err(|e| fail(e.error))?;
+    Ok(page.len())
 }
 
 fn json_text(value: &impl serde::Serialize) -> String {

@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Compare two dumps: headline cosine / max|Δ|, a per-stage table, the first stage over tolerance
     Diff(DiffArgs),
+    /// Write an HTML report of a diff or triangulation: heatmaps, depth curves, token breakdowns,
+    /// patch-grid error maps over the input image, the diagnosis and each dump's provenance
+    Report(ReportArgs),
     /// Show a dump's manifest and per-tensor statistics in execution order
     Inspect(InspectArgs),
     /// Prepare the model input from an image: the `input.st` every capture consumes
@@ -130,8 +133,9 @@ pub enum ColorChoice {
     Never,
 }
 
+/// What `diff` and `report` compare, and how.
 #[derive(Args, Debug)]
-pub struct DiffArgs {
+pub struct CompareArgs {
     /// The reference dump (A)
     pub a: PathBuf,
     /// The dump compared against it (B)
@@ -155,14 +159,20 @@ pub struct DiffArgs {
     /// smaller dump's tensors when neither has any) the verdict is INCOMPLETE, exit 1
     #[arg(long, default_value_t = dinodiff::diff::DEFAULT_MIN_COVERAGE, value_name = "FRACTION")]
     pub min_coverage: f64,
+    /// List the tensors that found no partner
+    #[arg(long)]
+    pub list_unmatched: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub compare: CompareArgs,
     #[arg(long, value_enum, default_value_t = DiffFormat::Table)]
     pub format: DiffFormat,
     /// Colour cells over tolerance (table format); auto = when stdout is a terminal and NO_COLOR is unset
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-    /// List the tensors that found no partner
-    #[arg(long)]
-    pub list_unmatched: bool,
     /// Also break each stage's difference down by token category (CLS / storage / patches:
     /// max|Δ| and rms)
     #[arg(long)]
@@ -171,6 +181,26 @@ pub struct DiffArgs {
     /// stdout is not a terminal
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(40..))]
     pub width: Option<u16>,
+    /// Also write the HTML report (as `dinodiff report` does) to this file, e.g. beside the
+    /// Markdown summary of a CI job
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// The stage of the HTML report's patch maps (see `dinodiff report --help`)
+    #[arg(long, value_name = "STAGE", requires = "html")]
+    pub stage: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub compare: CompareArgs,
+    /// The HTML file to write (one self-contained page, no network needed to view it)
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The stage of the patch maps (default: the first stage over tolerance with a token axis,
+    /// else the one with the largest max|Δ|)
+    #[arg(long, value_name = "STAGE")]
+    pub stage: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,8 @@
 //! - [`checkpoint`]: a reader of `torch.save` checkpoints (zip, pickle allow-list, containers);
 //! - [`capture`]: capture backends and the shared model input (`prep`);
 //! - [`align`], [`metrics`], [`diff`], [`triangulate`]: the comparisons, as data;
+//! - [`figures`]: what `dinodiff report` draws beyond the numbers (token breakdowns, patch maps,
+//!   the input image), as data;
 //! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
 //! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
 //! - [`exit`] (exit codes), [`cleanup`] (temporary files removed on SIGINT/SIGTERM), [`progress`].
@@ -20,6 +22,7 @@ pub mod cleanup;
 pub mod diff;
 pub mod dump;
 pub mod exit;
+pub mod figures;
 pub mod inspect;
 pub mod metrics;
 pub mod model;

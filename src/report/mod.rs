@@ -16,9 +16,11 @@
 //! - JSON is the data itself (schemas in `docs/diff-json.md`), plus the diagnosis sentence;
 //! - only [`table`] uses colour, and only when asked to.
 //!
-//! A new format (HTML, …) is one more [`Renderer`] implementation.
+//! A new format is one more [`Renderer`] implementation. [`html`] is one too, and also draws
+//! what only the dumps hold ([`crate::figures`]) when given it.
 
 pub mod checkpoint;
+pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod table;
@@ -33,6 +35,7 @@ use crate::diff::DiffReport;
 use crate::inspect::Inspection;
 use crate::triangulate::TriangleReport;
 
+pub use html::HtmlRenderer;
 pub use json::JsonRenderer;
 pub use markdown::MarkdownRenderer;
 pub use table::{TableRenderer, TableStyle};

@@ -35,6 +35,8 @@ pub struct HeadlineRow {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridCell {
+    /// The stage the cell shows.
+    pub stage: Stage,
     /// The stage name, shown in the cell itself for the stem and head rows.
     pub label: Option<&'static str>,
     pub value: Value,
@@ -200,8 +202,9 @@ fn value(text: String, fails: bool) -> Value {
     Value { text, fails }
 }
 
-fn cell(label: Option<&'static str>, p: &PairResult) -> GridCell {
+fn cell(stage: Stage, label: Option<&'static str>, p: &PairResult) -> GridCell {
     GridCell {
+        stage,
         label,
         value: value(words::cell_value(p), p.fails),
         max_abs: p
@@ -213,11 +216,10 @@ fn cell(label: Option<&'static str>, p: &PairResult) -> GridCell {
 }
 
 /// A stem or head row: the stages found, each labelled, left-aligned under the block columns.
-fn labelled_row<'a>(
-    found: impl Iterator<Item = (&'static str, &'a PairResult)>,
-) -> Vec<Option<GridCell>> {
-    let mut cells: Vec<Option<GridCell>> =
-        found.map(|(name, p)| Some(cell(Some(name), p))).collect();
+fn labelled_row<'a>(found: impl Iterator<Item = (Stage, &'a PairResult)>) -> Vec<Option<GridCell>> {
+    let mut cells: Vec<Option<GridCell>> = found
+        .map(|(stage, p)| Some(cell(stage, Some(stage.column()), p)))
+        .collect();
     cells.resize_with(BlockStage::ALL.len(), || None);
     cells
 }
@@ -243,7 +245,7 @@ pub fn stage_grid(report: &DiffReport) -> Option<Grid> {
         .unwrap_or(0);
     let labelled = |row: Row| {
         let found = by_row.get(&row)?;
-        Some(labelled_row(found.iter().map(|(s, &p)| (s.column(), p))))
+        Some(labelled_row(found.iter().map(|(&s, &p)| (s, p))))
     };
     let mut rows = Vec::new();
     if let Some(cells) = labelled(Row::Stem) {
@@ -256,7 +258,7 @@ pub fn stage_grid(report: &DiffReport) -> Option<Grid> {
             .map(|&s| {
                 found
                     .and_then(|f| f.get(&Stage::Block(b, s)))
-                    .map(|p| cell(None, p))
+                    .map(|p| cell(Stage::Block(b, s), None, p))
             })
             .collect();
         rows.push((format!("block {b}"), cells));

@@ -9,10 +9,12 @@
 
 mod deployed;
 mod grid;
+mod page;
 mod sizes;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
 pub use grid::*;
+pub use page::*;
 pub use sizes::size_iec;
 
 use crate::diff::{

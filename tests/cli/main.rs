@@ -11,5 +11,6 @@ mod errors;
 mod fit;
 mod inspect;
 mod prep;
+mod report;
 mod synth;
 mod triangle;

@@ -203,6 +203,36 @@ def test_fault_in_the_export_is_named(tri, run):
                           f"divergence {first['stage']} (Equinox ⇔ ONNX, max|Δ| "), out
 
 
+@pytest.mark.parametrize("fault,eqx,onnx,port_stage", [
+    ("ls2", "eqx-ls2.st", "onnx-ls2.st", "blocks.5.ls2"),
+    ("b7", "eqx-good.st", "onnx-b7.st", None),
+])
+def test_report_of_a_fault_in_chromium(tri, run, tmp_path, fault, eqx, onnx, port_stage):
+    """`dinodiff report` on the faults above: the page loads cleanly in headless Chromium, and the
+    patch map of the faulty side is of the stage the diagnosis names. Screenshots go to
+    $DINODIFF_SCREENSHOT_DIR when set."""
+    import os
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import chromium
+    binary = chromium.require()
+    page = tmp_path / f"{fault}.html"
+    run("report", tri / "meta.st", tri / eqx, tri / onnx, "-o", page, expect=(1,))
+    html = page.read_text()
+    first = json.loads(triangle(run, tri, eqx, onnx).stdout)["diagnosis"]["first_over"][0]
+    assert port_stage is None or first["stage"] == port_stage
+    assert f"per-patch max|Δ| at <code>{first['stage']}</code> (the first stage over tolerance" in html
+    browser = chromium.Chromium(binary)
+    try:
+        assert browser.load(page.as_uri()) == []
+        shots = pathlib.Path(os.environ.get("DINODIFF_SCREENSHOT_DIR", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        shot = browser.screenshot(shots / f"report-fault-{fault}.png")
+    finally:
+        browser.close()
+    std, _ = chromium.pixel_spread(shot)
+    assert std > 10
+
+
 # --- capture eqx: bad recordings --------------------------------------------------------------
 
 def rewrite(src, dst, drop=(), replace=None, manifest_edit=None):

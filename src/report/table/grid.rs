@@ -262,8 +262,10 @@ mod tests {
     fn grid(values: &[f64], atol: f64) -> Grid {
         let cells = values
             .iter()
-            .map(|&x| {
+            .enumerate()
+            .map(|(i, &x)| {
                 Some(GridCell {
+                    stage: crate::model::Stage::Block(i, crate::model::BlockStage::Norm1),
                     label: None,
                     value: Value {
                         text: words::compact(x),
