@@ -7,6 +7,7 @@ mod common;
 mod bad_inputs;
 mod capture;
 mod diff;
+mod fuzz_corpus;
 mod inspect;
 mod prep;
 mod synth;
