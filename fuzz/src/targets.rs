@@ -16,8 +16,11 @@ use dinodiff::dump::{Dump, DumpWriter, Manifest, SourceKind, TensorRecord};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// A fuzz target: takes any bytes, returns normally or panics.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (the names of the harness binaries and of the corpus folders).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dump", dump),
     ("npz", npz),
     ("onnx", onnx),
@@ -76,10 +79,10 @@ pub fn npz(bytes: &[u8]) {
         output: output.clone(),
         input: None,
     };
-    if dinodiff::capture::eqx::import(&opts).is_ok() {
-        if let Err(e) = Dump::open(&output) {
-            panic!("an imported recording gave a dump that does not open: {e}");
-        }
+    if dinodiff::capture::eqx::import(&opts).is_ok()
+        && let Err(e) = Dump::open(&output)
+    {
+        panic!("an imported recording gave a dump that does not open: {e}");
     }
 }
 

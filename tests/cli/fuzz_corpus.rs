@@ -21,7 +21,7 @@ fn files_of(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs `target` on each file; returns the files it panicked on, with the message.
-fn replay(target: fn(&[u8]), files: &[PathBuf]) -> Vec<String> {
+fn replay(target: targets::Target, files: &[PathBuf]) -> Vec<String> {
     let mut failures = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).unwrap();
