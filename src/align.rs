@@ -33,6 +33,9 @@ pub struct Rewrite {
     pub replace: String,
 }
 
+/// The longest name a map file's rewrites may make (tensor names are tens of bytes).
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
+
 /// A parsed `--map` file.
 #[derive(Debug, Default)]
 pub struct NameMap {
@@ -113,14 +116,25 @@ impl NameMap {
         })
     }
 
-    fn key(&self, name: &str, side: Side) -> String {
+    /// The key of `name` on `side`: the name rewritten by each rule that applies, in file order.
+    /// A key longer than [`MAX_KEY_BYTES`] is an error: rules that each insert text everywhere (an
+    /// empty pattern) grow a name exponentially with their number.
+    fn key(&self, name: &str, side: Side) -> Result<String> {
         let mut key = name.to_string();
-        for r in &self.rewrites {
+        for (i, r) in self.rewrites.iter().enumerate() {
             if r.side == side || r.side == Side::Both {
                 key = r.pattern.replace_all(&key, r.replace.as_str()).into_owned();
+                if key.len() > MAX_KEY_BYTES {
+                    bail!(
+                        "map file: rewrite #{} makes the name {name:?} longer than {MAX_KEY_BYTES} bytes; \
+                         does its pattern {:?} match the empty string?",
+                        i + 1,
+                        r.pattern.as_str()
+                    );
+                }
             }
         }
-        key
+        Ok(key)
     }
 }
 
@@ -218,7 +232,7 @@ pub fn align(a: &Dump, b: &Dump, map: &NameMap) -> Result<Alignment> {
         if used_b.contains(t.name.as_str()) {
             continue;
         }
-        let key = map.key(&t.name, Side::B);
+        let key = map.key(&t.name, Side::B)?;
         if let Some(other) = b_by_key.insert(key.clone(), &t.name) {
             bail!(
                 "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the [[rewrite]] \
@@ -235,7 +249,7 @@ pub fn align(a: &Dump, b: &Dump, map: &NameMap) -> Result<Alignment> {
         let (key, b_name, by) = if let Some(&y) = explicit_a.get(t.name.as_str()) {
             (t.name.clone(), Some(y), PairedBy::MapPair)
         } else {
-            let key = map.key(&t.name, Side::A);
+            let key = map.key(&t.name, Side::A)?;
             if let Some(other) = seen_a_keys.insert(key.clone(), &t.name) {
                 bail!(
                     "{}: tensors {other:?} and {:?} both map to the name {key:?}; fix the [[rewrite]] \
@@ -323,9 +337,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.pairs, vec![("x".to_string(), "y".to_string())]);
-        assert_eq!(m.key("layer3/ln1", Side::B), "blocks.3.n1");
-        assert_eq!(m.key("layer3/ln1", Side::A), "layer3/ln1");
-        assert_eq!(m.key("blocks.3.norm1", Side::A), "blocks.3.n1");
+        assert_eq!(m.key("layer3/ln1", Side::B).unwrap(), "blocks.3.n1");
+        assert_eq!(m.key("layer3/ln1", Side::A).unwrap(), "layer3/ln1");
+        assert_eq!(m.key("blocks.3.norm1", Side::A).unwrap(), "blocks.3.n1");
+    }
+
+    /// 30 rules that each insert text at every position of a name (an empty pattern) would make a
+    /// 3^30-byte key from a 900-byte file; the rewrite that passes the bound is named instead.
+    #[test]
+    fn rewrites_that_grow_names_without_bound_are_refused() {
+        let text = "[[rewrite]]\npattern = ''\nreplace = 'xx'\n".repeat(30);
+        let m = NameMap::parse(&text).unwrap();
+        let e = m.key("blocks.0.ls1", Side::A).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "map file: rewrite #8 makes the name \"blocks.0.ls1\" longer than {MAX_KEY_BYTES} bytes; \
+                 does its pattern \"\" match the empty string?"
+            )
+        );
     }
 
     #[test]

@@ -206,11 +206,14 @@ fn read_array<R: std::io::Read>(
         (TypeChar::RawData, 2) if claimed == Some("bfloat16") => {
             let little = ts.endianness() != npyz::Endianness::Big;
             let v: Vec<[u8; 2]> = {
-                // Bounded by the entry size checked above.
-                let expected = data_bytes.unwrap_or(0) as usize;
-                let mut raw = Vec::with_capacity(expected);
-                std::io::Read::read_to_end(&mut file.into_inner(), &mut raw)
+                let expected = data_bytes.unwrap_or(0);
+                // Grown as the bytes arrive, never reserved from the claims: a zip entry can
+                // claim any size (up to 2^64 with zip64) that its compressed data does not hold.
+                let mut raw = Vec::new();
+                let mut data = std::io::Read::take(file.into_inner(), expected);
+                std::io::Read::read_to_end(&mut data, &mut raw)
                     .with_context(|| format!("{}: reading array {name:?}", npz.display()))?;
+                let expected = expected as usize;
                 ensure!(
                     raw.len() >= expected,
                     "{}: array {name:?} is cut short ({} of {expected} bytes); record the run \

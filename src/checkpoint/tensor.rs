@@ -2,8 +2,8 @@
 //!
 //! Contract:
 //! - a [`TensorRef`] is checked when it is made ([`TensorRef::new`]): every element it addresses
-//!   lies inside its storage (offsets and strides in elements, all arithmetic checked), so reading
-//!   it later cannot go out of bounds;
+//!   lies inside its storage (offsets and strides in elements, all arithmetic checked), and an
+//!   empty view starts at most at the storage's end, so reading it later cannot go out of bounds;
 //! - [`TensorRef::is_contiguous`] is row-major contiguity (dimensions of size 1 and empty
 //!   tensors are contiguous whatever their strides);
 //! - [`contiguous_bytes`] gives the row-major contiguous bytes of a tensor in little-endian order:
@@ -53,6 +53,14 @@ impl TensorRef {
         };
         let numel = t.numel().ok_or("its element count overflows")?;
         if numel == 0 {
+            // An empty view may start at the storage's end (`x[n:]`), not past it.
+            if storage_offset > storage_elements {
+                return Err(format!(
+                    "it is empty but starts at element {storage_offset} of storage `{}`, which \
+                     has {storage_elements} elements",
+                    t.storage
+                ));
+            }
             return Ok(t);
         }
         let last = t
@@ -104,6 +112,9 @@ impl TensorRef {
 /// bytes (the checked [`TensorRef::new`] guarantees the view lies inside it).
 pub fn contiguous_bytes<'a>(t: &TensorRef, storage: &'a [u8], big_endian: bool) -> Cow<'a, [u8]> {
     let width = element_size(t.dtype);
+    if t.numel() == Some(0) {
+        return Cow::Borrowed(&[]);
+    }
     let start = t.storage_offset * width;
     if t.is_contiguous() {
         let slice = &storage[start..start + t.nbytes()];
@@ -165,6 +176,22 @@ mod tests {
         b.chunks(2)
             .map(|c| i16::from_le_bytes([c[0], c[1]]))
             .collect()
+    }
+
+    /// An empty view may start at its storage's end (`x[2:]` of two elements), not past it: a
+    /// checkpoint saying offset 3 into 2 elements made `dinodiff checkpoint --format json` panic
+    /// (found by fuzzing, fuzz/regressions/checkpoint/).
+    #[test]
+    fn empty_views_start_at_most_at_the_storage_end() {
+        let s = storage(2);
+        let at_end = t(&[0], &[1], 2, 2);
+        assert!(contiguous_bytes(&at_end, &s, false).is_empty());
+        assert!(contiguous_bytes(&at_end, &s, true).is_empty());
+        let e = TensorRef::new(Dtype::F32, vec![0], vec![0], 3, "2".into(), 2).unwrap_err();
+        assert_eq!(
+            e,
+            "it is empty but starts at element 3 of storage `2`, which has 2 elements"
+        );
     }
 
     #[test]

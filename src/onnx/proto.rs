@@ -38,6 +38,15 @@ pub struct ModelProto {
     pub configuration: Vec<Vec<u8>>,
 }
 
+/// Decodes a model file's bytes: `None` unless they decode as a `ModelProto` with an IR version
+/// and a graph (protobuf decodes most byte strings as *some* message, so a decodable file is not
+/// yet a model).
+pub fn decode_model(bytes: &[u8]) -> Option<ModelProto> {
+    ModelProto::decode(bytes)
+        .ok()
+        .filter(|m| m.graph.is_some() && m.ir_version.is_some())
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct OperatorSetIdProto {
     #[prost(string, optional, tag = "1")]

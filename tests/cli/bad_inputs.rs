@@ -322,3 +322,29 @@ fn newer_format_version_is_refused_with_advice() {
         "dump format version 99 is newer than this dinodiff reads (1); upgrade dinodiff",
     );
 }
+
+/// An Equinox recording (761 bytes, fuzz/regressions/npz/) whose bf16 array's npy header and
+/// zip entry both claim 4 GB: refused as cut short, under a 1.5 GB address-space limit (dinodiff
+/// once reserved the claimed 4 GB up front and aborted).
+#[test]
+fn npz_claiming_4gb_is_refused_without_reserving_it() {
+    let npz =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/npz/bf16_claims_4gb.npz");
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "ulimit -v 1500000 && exec '{}' capture eqx --npz '{}' -o '{}'",
+        dinodiff_bin().display(),
+        npz.display(),
+        out.path().join("o.st").display()
+    );
+    let assert = Command::new("sh").args(["-c", &script]).assert().code(2);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: array \"blocks[0].ls1\" is cut short (8 of 4000000000 bytes)\n",
+            npz.display()
+        )
+    );
+    assert!(!out.path().join("o.st").exists());
+}

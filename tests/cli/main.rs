@@ -9,6 +9,7 @@ mod capture;
 mod diff;
 mod errors;
 mod fit;
+mod fuzz_corpus;
 mod inspect;
 mod prep;
 mod report;

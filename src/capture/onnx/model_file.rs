@@ -17,7 +17,6 @@
 use crate::cleanup::{self, Registration};
 use crate::onnx::proto::{ModelProto, TensorHead};
 use anyhow::{Context, Result, bail};
-use prost::Message;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -30,14 +29,13 @@ pub(super) fn read_model(path: &Path) -> Result<(Vec<u8>, ModelProto)> {
             crate::dump::reader::io_problem(&e)
         )
     })?;
-    let model = match ModelProto::decode(bytes.as_slice()) {
-        Ok(m) if m.graph.is_some() && m.ir_version.is_some() => m,
-        Ok(_) | Err(_) => bail!(
+    let Some(model) = crate::onnx::proto::decode_model(&bytes) else {
+        bail!(
             "{} is not an ONNX model: it does not decode as a ModelProto with a graph ({} bytes). \
              Was it cut short, or is it another format?",
             path.display(),
             bytes.len()
-        ),
+        );
     };
     Ok((bytes, model))
 }

@@ -15,6 +15,9 @@
 //!   `<call path>/<node name>`; the model's opset imports gain the domains the bodies use (a
 //!   version conflict between a body and the model is an error) and lose the function domains
 //!   no node uses any more; `functions` is emptied;
+//! - a recursive function (one that calls itself, directly or not), calls nested deeper than 64,
+//!   or an expansion past 2^16 nodes and calls (functions that call functions several times
+//!   over) is an error, so that no model, however small, makes the inliner run for ever;
 //! - [`Inlined::values`] lists every value a node of the main graph produces, in graph order
 //!   (topological), with where it came from. Values inside control-flow subgraphs are not graph
 //!   values and are only counted.

@@ -213,7 +213,10 @@ fn recursion_is_refused() {
     let mut m = nested();
     m.functions[0].node = vec![node("Inner", "local", "again", &["p"], &["q"])];
     let e = inline_local_functions(m).err().unwrap().to_string();
-    assert!(e.contains("nest deeper than 64"), "{e}");
+    assert!(
+        e.contains("function Inner calls itself (Outer > Inner > Inner)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -230,4 +233,51 @@ fn attribute_int_zero_keeps_its_presence() {
     let a = int_attr("axis", 0);
     let back = AttributeProto::decode(a.encode_to_vec().as_slice()).unwrap();
     assert_eq!(back.i, Some(0));
+}
+
+/// A function calling itself twice would expand 2^64 times before the depth bound: refused at
+/// the first recursive call (found while writing the ONNX fuzz target, docs/fuzzing.md).
+#[test]
+fn branching_recursion_is_refused_at_once() {
+    let mut m = nested();
+    m.functions[0].node = vec![
+        node("Inner", "local", "left", &["p"], &["r"]),
+        node("Inner", "local", "right", &["r"], &["q"]),
+    ];
+    let e = inline_local_functions(m).err().unwrap().to_string();
+    assert!(
+        e.contains("function Inner calls itself") && e.contains("Outer > Inner"),
+        "{e}"
+    );
+}
+
+/// Distinct functions each calling the next twice: 2^40 calls without recursion. The expansion
+/// stops at MAX_EXPANSION nodes and calls with an error instead of running for ever.
+#[test]
+fn exponential_expansion_is_bounded() {
+    let mut m = nested();
+    let depth = 40;
+    m.functions = (0..depth)
+        .map(|k| FunctionProto {
+            name: Some(format!("F{k}")),
+            domain: Some("local".into()),
+            input: vec!["p".into()],
+            output: vec!["q".into()],
+            node: if k == 0 {
+                vec![node("Relu", "", "relu", &["p"], &["q"])]
+            } else {
+                let callee = format!("F{}", k - 1);
+                vec![
+                    node(&callee, "local", "a", &["p"], &["r"]),
+                    node(&callee, "local", "b", &["r"], &["q"]),
+                ]
+            },
+            opset_import: vec![opset("", 18), opset("local", 1)],
+            ..Default::default()
+        })
+        .collect();
+    let top = format!("F{}", depth - 1);
+    m.graph.as_mut().unwrap().node = vec![node(&top, "local", "top", &["x"], &["y"])];
+    let e = inline_local_functions(m).err().unwrap().to_string();
+    assert!(e.contains("more than 65536 nodes and calls"), "{e}");
 }
