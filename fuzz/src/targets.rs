@@ -64,6 +64,7 @@ pub fn dump(bytes: &[u8]) {
         allow_input_mismatch: false,
         map: NameMap::default(),
         min_coverage: dinodiff::diff::DEFAULT_MIN_COVERAGE,
+        tokens: true,
     };
     let _ = dinodiff::diff::diff(&d, &d, &opts);
 }

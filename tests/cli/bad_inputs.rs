@@ -342,7 +342,8 @@ fn npz_claiming_4gb_is_refused_without_reserving_it() {
     assert_eq!(
         stderr,
         format!(
-            "error: {}: array \"blocks[0].ls1\" is cut short (8 of 4000000000 bytes)\n",
+            "error: {}: array \"blocks[0].ls1\" is cut short (8 of 4000000000 bytes); record the \
+             run again with tools/eqx_capture.py\n",
             npz.display()
         )
     );
