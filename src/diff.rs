@@ -314,16 +314,7 @@ fn compare_pair(
     token_layout: Option<TokenLayout>,
 ) -> PairResult {
     let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
-    let (va, vb) = (
-        View {
-            dtype: ta.dtype,
-            data: a.data(ta),
-        },
-        View {
-            dtype: tb.dtype,
-            data: b.data(tb),
-        },
-    );
+    let (va, vb) = (View::of(a, ta), View::of(b, tb));
     let comparable = p.shapes != ShapeRelation::Mismatch;
     let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
     let tokens = token_layout
@@ -441,8 +432,8 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
             let (tb, b_deployed) = deployed_or(b, &p.b);
             let m = if a_deployed || b_deployed {
                 Some(metrics::compare(
-                    tensor_view(a, ta),
-                    tensor_view(b, tb),
+                    View::of(a, ta),
+                    View::of(b, tb),
                     tolerance,
                 ))
             } else {
@@ -458,13 +449,6 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
             })
         })
         .collect()
-}
-
-fn tensor_view<'d>(d: &'d Dump, t: &TensorEntry) -> View<'d> {
-    View {
-        dtype: t.dtype,
-        data: d.data(t),
-    }
 }
 
 /// The dump's `deployed/<name>` when it has one shaped as `name`, else `name`'s own tensor.

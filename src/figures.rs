@@ -19,7 +19,7 @@
 //! - provenance is each dump's manifest without its per-tensor `order`/`tensors` lists.
 
 use crate::diff::{DiffReport, PairResult};
-use crate::dump::{Dump, Manifest, TensorEntry};
+use crate::dump::{Dump, Manifest};
 use crate::metrics::View;
 use crate::metrics::tokens::{self, TokenDeltas, TokenLayout};
 use crate::model::Stage;
@@ -172,7 +172,9 @@ fn pair_figures(a: &Dump, b: &Dump, r: &DiffReport, o: &FigureOptions) -> Result
         let (Some(ta), Some(tb)) = (a.get(&p.a), b.get(&p.b)) else {
             continue;
         };
-        if let Ok(per) = tokens::per_token(view(a, ta), view(b, tb), &p.shape_a, axis, layout) {
+        if let Ok(per) =
+            tokens::per_token(View::of(a, ta), View::of(b, tb), &p.shape_a, axis, layout)
+        {
             per_stage.push((stage, p, per));
         }
     }
@@ -193,13 +195,6 @@ fn pair_figures(a: &Dump, b: &Dump, r: &DiffReport, o: &FigureOptions) -> Result
             .collect(),
         patch_map,
     })
-}
-
-fn view<'d>(d: &'d Dump, t: &TensorEntry) -> View<'d> {
-    View {
-        dtype: t.dtype,
-        data: d.data(t),
-    }
 }
 
 type StageFigures<'a> = (Stage, &'a PairResult, tokens::PerToken);

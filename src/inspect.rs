@@ -47,10 +47,7 @@ pub fn inspect(d: &Dump) -> Inspection {
                 stage: rec.and_then(|r| r.stage.clone()),
                 shape: t.shape.clone(),
                 dtype: t.dtype.to_string(),
-                stats: metrics::stats(View {
-                    dtype: t.dtype,
-                    data: d.data(t),
-                }),
+                stats: metrics::stats(View::of(d, t)),
             }
         })
         .collect();

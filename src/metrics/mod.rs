@@ -44,7 +44,15 @@ pub struct View<'a> {
     pub data: &'a [u8],
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// The tensor `t` of dump `d`, in place.
+    pub fn of(d: &'a crate::dump::Dump, t: &crate::dump::TensorEntry) -> View<'a> {
+        View {
+            dtype: t.dtype,
+            data: d.data(t),
+        }
+    }
+
     pub fn elements(&self) -> usize {
         if ElementKind::decodable(self.dtype) {
             self.data.len() / element_size(self.dtype)
