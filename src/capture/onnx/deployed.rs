@@ -145,24 +145,20 @@ impl HeadlineSources<'_> {
         }
         [HeadStage::Cls, HeadStage::Pooled]
             .into_iter()
-            .filter_map(|head| self.headline_stage(head, &found))
+            .filter_map(|head| self.headline_stage(head, &mut found))
             .collect()
     }
 
-    /// `head` taken as is, else derived from the deployed `patches` (pooled) or `norm`.
+    /// `head` taken as is (out of `found`), else derived from the deployed `patches` (pooled)
+    /// or `norm`.
     fn headline_stage(
         &self,
         head: HeadStage,
-        found: &HashMap<Stage, DeployedStage>,
+        found: &mut HashMap<Stage, DeployedStage>,
     ) -> Option<DeployedStage> {
         let stage = Stage::Head(head);
-        if let Some(d) = found.get(&stage) {
-            return Some(DeployedStage {
-                stage,
-                from: d.from.clone(),
-                shape: d.shape.clone(),
-                bytes: d.bytes.clone(),
-            });
+        if let Some(d) = found.remove(&stage) {
+            return Some(d);
         }
         if let (HeadStage::Pooled, Some(p)) = (head, found.get(&Stage::Head(HeadStage::Patches)))
             && let [1, tokens, d] = p.shape[..]
