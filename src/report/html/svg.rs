@@ -62,20 +62,23 @@ pub struct LogScale {
     pub hi: f64,
 }
 
+/// log10 of the smallest and the largest positive finite value; `None` when there is none.
+fn log10_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .into_iter()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(f64::log10)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    lo.is_finite().then_some((lo, hi))
+}
+
 impl LogScale {
     /// The whole decades around the positive finite values (at least one decade); `None` when
     /// there is no positive value.
     pub fn covering(values: impl IntoIterator<Item = f64>) -> Option<LogScale> {
-        let (lo, hi) = values
-            .into_iter()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(f64::log10)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
-        if !lo.is_finite() {
-            return None;
-        }
+        let (lo, hi) = log10_range(values)?;
         let (lo, hi) = (lo.floor(), hi.ceil());
         Some(LogScale {
             lo,
@@ -86,14 +89,8 @@ impl LogScale {
     /// From the smallest to the largest positive finite value exactly (a patch map's spread is
     /// often well inside one decade); a tenth of a decade when they are all equal.
     pub fn tight(values: impl IntoIterator<Item = f64>) -> Option<LogScale> {
-        let (lo, hi) = values
-            .into_iter()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(f64::log10)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
-        lo.is_finite().then_some(LogScale {
+        let (lo, hi) = log10_range(values)?;
+        Some(LogScale {
             lo: if hi - lo < 0.1 { hi - 0.1 } else { lo },
             hi,
         })
