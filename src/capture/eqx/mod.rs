@@ -1,9 +1,12 @@
 //! `dinodiff capture eqx`: imports an Equinox / JAX run recorded by `tools/eqx_capture.py` (an
-//! `.npz`) into a dump.
+//! `.npz`) into a dump, or, given the model (`--model`), records it first with the recorder
+//! embedded in the binary and the user's Python.
 //!
-//! Files: `npz.rs` (the import), `names.rs` (Equinox names -> canonical stages).
+//! Files: `npz.rs` (the import), `names.rs` (Equinox names -> canonical stages), `record.rs`
+//! (`--model`: record, then import), `skeleton.rs` (the model's constructor config: sidecar,
+//! `--variant`, `--config` or inferred), `leaves.rs` (the records of an `.eqx` file).
 //!
-//! Contract:
+//! Contract of the import:
 //! - the npz must hold `__dinodiff_manifest__` (UTF-8 JSON as a 1-D uint8 array, format
 //!   `dinodiff-eqx-npz` version 1) whose `order` lists the arrays in execution order; every
 //!   listed array must exist, and arrays not listed are refused (a recording is complete or it is
@@ -23,8 +26,12 @@
 //! - the recorded `input` array must hash to the manifest's input sha256, and, with `--input`, to
 //!   that dump's `input_sha256` (a recording of another input is refused).
 
+pub mod leaves;
 mod names;
 mod npz;
+pub mod record;
+pub mod skeleton;
 
 pub use names::canonical_stage;
 pub use npz::{EqxImport, EqxOptions, FORMAT, MANIFEST_ARRAY, import};
+pub use record::{RecordOptions, Recorded, record_and_import};
