@@ -82,8 +82,9 @@ pub fn read_leaves(path: &Path) -> Result<Vec<Leaf>> {
         );
         let (leaf, end) = read_record(&mut reader, len).map_err(|e| {
             anyhow::anyhow!(
-                "{}: record {} (at byte {offset}) {e}; the file is not what \
-                 eqx.tree_serialise_leaves writes (a sequence of .npy records), or it is cut short",
+                "{}: record {} (at byte {offset}) {e}: it is not what eqx.tree_serialise_leaves \
+                 writes (a sequence of .npy records), or it is cut short; pass the model file \
+                 that eqx.tree_serialise_leaves wrote",
                 path.display(),
                 leaves.len()
             )
