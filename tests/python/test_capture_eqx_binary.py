@@ -287,3 +287,52 @@ def test_a_python_too_old_is_refused(home, files, tmp_path):
                                  capture_output=True, text=True).stdout.strip()
         assert refused(home, "--python", python).startswith(
             f"error: {python} is Python {version}; eqx_capture.py needs Python >= 3.11")
+
+
+# --- interrupted ------------------------------------------------------------------------------
+
+def processes_mentioning(text):
+    found = []
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and text in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
+def test_a_signal_during_the_recording_leaves_nothing_running_nor_written(home, files):
+    """SIGTERM to dinodiff while the recorder runs: dinodiff ends by the signal, its temporary
+    directory (recorder script, partial recording) is removed, the recorder is ended too, and
+    nothing is at -o."""
+    import signal
+    import time
+
+    user = home / "user"
+    proc = subprocess.Popen(
+        [str(home / "bin" / "dinodiff"), "capture", "eqx", "--model", "bare/vits16.eqx",
+         "--input", "input.st", "-o", "killed.st", "--python", PY],
+        cwd=user, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workdir = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        dirs = [p for p in user.iterdir() if p.name.startswith(".killed.st.eqx-record-")]
+        if dirs and processes_mentioning(str(dirs[0])):
+            workdir = dirs[0]
+            break
+        time.sleep(0.05)
+    assert workdir is not None, "the recorder never started"
+    time.sleep(1.0)  # into JAX's import or the forward
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    for _ in range(100):
+        if not processes_mentioning(str(workdir)):
+            break
+        time.sleep(0.05)
+    assert processes_mentioning(str(workdir)) == []
+    assert not workdir.exists()
+    assert not (user / "killed.st").exists()
+    assert leftovers(user) == []

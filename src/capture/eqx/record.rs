@@ -109,6 +109,8 @@ fn workspace(output: &Path) -> Result<Workspace> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Absolute and without `.`: the recorder's messages name its files plainly.
+    let parent = std::fs::canonicalize(&parent).unwrap_or(parent);
     let name = output.file_name().unwrap_or_default().to_string_lossy();
     let (dir, registration) = crate::cleanup::register(
         || {
