@@ -242,7 +242,10 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(
-            e.ends_with("(a sequence of .npy records), or it is cut short"),
+            e.ends_with(
+                "(a sequence of .npy records), or it is cut short; pass the model file that \
+                 eqx.tree_serialise_leaves wrote"
+            ),
             "{e}"
         );
 
