@@ -138,8 +138,13 @@ def leftovers(d):
 
 def test_bare_capture_equals_the_sidecar_capture_at_every_stage(home, files):
     sided = dd(home, "capture", "eqx", "--model", "sided/vits16.eqx", "--input", "input.st",
-               "-o", "sided.st", "--python", PY)
+               "-o", "sided.st", "--python", PY, "--keep-npz", "sided.npz")
     assert "(the config of its sidecar sided/vits16.eqx.json)" in sided.stderr
+    # --keep-npz kept the recording, which imports (--npz) to the same tensors.
+    dd(home, "capture", "eqx", "--npz", "sided.npz", "--input", "input.st", "-o", "again.st")
+    kept, again = load_file(files / "sided.st"), load_file(files / "again.st")
+    assert sorted(kept) == sorted(again)
+    assert all(kept[k].tobytes() == again[k].tobytes() for k in kept)
     bare = dd(home, "capture", "eqx", "--model", "bare/vits16.eqx", "--input", "input.st",
               "-o", "bare.st", "--python", PY)
     config = f"img_size={IMG},patch_size=16,embed_dim=384,depth=12,num_heads=6,num_storage_tokens=4"
