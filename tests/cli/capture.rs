@@ -192,3 +192,28 @@ fn a_bare_eqx_refuses_a_wrong_config_or_variant_before_running_python() {
     names.sort();
     assert_eq!(names, ["m.eqx"]);
 }
+
+#[test]
+fn capture_eqx_refuses_an_npz_header_nested_deep_at_once() {
+    // npyz's header parser backtracks exponentially on nested brackets (fuzz/regressions/npz/).
+    let npz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions/npz/nested_braces_header.npz");
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let a = dinodiff()
+        .args(["capture", "eqx", "--npz"])
+        .arg(&npz)
+        .arg("-o")
+        .arg(dir.path().join("o.st"))
+        .assert()
+        .code(2);
+    assert!(started.elapsed().as_secs() < 5);
+    let err = stderr_of(&a);
+    assert!(
+        err.ends_with(
+            ": array \"__dinodiff_manifest__\" has a header whose brackets nest 17 deep, deeper \
+             than NumPy writes; the file is damaged or was not written by numpy\n"
+        ),
+        "{err}"
+    );
+}

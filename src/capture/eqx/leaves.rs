@@ -101,6 +101,9 @@ pub fn read_leaves(path: &Path) -> Result<Vec<Leaf>> {
 
 /// One record at the reader's position: the leaf and the offset where the next one starts.
 fn read_record<R: Read + Seek>(reader: &mut R, len: u64) -> Result<(Leaf, u64)> {
+    let start = reader.stream_position()?;
+    super::npy::check_header(&mut *reader)?;
+    reader.seek(SeekFrom::Start(start))?;
     let header = npyz::NpyHeader::from_reader(&mut *reader)
         .map_err(|e| anyhow::anyhow!("is no .npy: {e}"))?;
     let data_start = reader.stream_position()?;

@@ -4,7 +4,8 @@
 //!
 //! Files: `npz.rs` (the import), `names.rs` (Equinox names -> canonical stages), `record.rs`
 //! (`--model`: record, then import), `skeleton.rs` (the model's constructor config: sidecar,
-//! `--variant`, `--config` or inferred), `leaves.rs` (the records of an `.eqx` file).
+//! `--variant`, `--config` or inferred), `leaves.rs` (the records of an `.eqx` file), `npy.rs`
+//! (the guard in front of npyz's header parser, for both).
 //!
 //! Contract of the import:
 //! - the npz must hold `__dinodiff_manifest__` (UTF-8 JSON as a 1-D uint8 array, format
@@ -28,6 +29,7 @@
 
 pub mod leaves;
 mod names;
+mod npy;
 mod npz;
 pub mod record;
 pub mod skeleton;

@@ -44,6 +44,7 @@ fn read_manifest(
     archive: &mut npyz::npz::NpzArchive<std::io::BufReader<std::fs::File>>,
     path: &Path,
 ) -> Result<Value> {
+    check_entry_header(archive, MANIFEST_ARRAY, path)?;
     let Some(file) = archive
         .by_name(MANIFEST_ARRAY)
         .with_context(|| format!("reading {MANIFEST_ARRAY} in {}", path.display()))?
@@ -68,6 +69,21 @@ fn read_manifest(
         manifest["version"]
     );
     Ok(manifest)
+}
+
+/// Refuses an array whose `.npy` header npyz must not parse ([`super::npy::check_header`]);
+/// an array the zip does not hold is left for the caller to say so.
+fn check_entry_header(archive: &mut Archive, name: &str, npz: &Path) -> Result<()> {
+    let file_name = npyz::npz::file_name_from_array_name(name);
+    let Ok(entry) = archive.zip_archive().by_name(&file_name) else {
+        return Ok(());
+    };
+    super::npy::check_header(entry).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: array {name:?} {e}; the file is damaged or was not written by numpy",
+            npz.display()
+        )
+    })
 }
 
 /// Reads one array; `claimed` is the manifest's dtype name for it (decides 2-byte voids);
@@ -217,6 +233,7 @@ pub fn import(opts: &EqxOptions) -> Result<EqxImport> {
             .by_name(&npyz::npz::file_name_from_array_name(name))
             .map(|entry| entry.size())
             .with_context(|| format!("reading array {name:?} in {}", npz.display()))?;
+        check_entry_header(&mut archive, name, npz)?;
         let file = archive
             .by_name(name)
             .with_context(|| format!("reading array {name:?} in {}", npz.display()))?
