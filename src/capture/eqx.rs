@@ -451,6 +451,9 @@ fn eqx_manifest(recorded: &Value) -> Manifest {
         });
         manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
     }
+    if super::equimo::is_equimo(recorded) {
+        manifest.variant = super::equimo::variant(recorded);
+    }
     manifest
 }
 
@@ -500,7 +503,11 @@ fn write_array(
             }
         }
     }
-    let stage = canonical_stage(name);
+    let stage = if super::equimo::is_equimo(recorded) {
+        super::equimo::canonical_stage(name)
+    } else {
+        canonical_stage(name)
+    };
     let dump_name = match stage {
         Some(s) => {
             if let Some(rank) = batched_rank(s)
