@@ -279,6 +279,12 @@ def model_from_saved(path, img_size):
     return model, dinodiff.get("variant", "custom"), cfg, {"saved_model": dinodiff}
 
 
+def model_identity(path):
+    """The file's identity; for a saved-model directory, that of its weights.eqx."""
+    path = Path(path)
+    return file_identity(path / "weights.eqx" if path.is_dir() else path)
+
+
 def scale_ls2(model, block, factor):
     import equinox as eqx
 
@@ -428,8 +434,13 @@ def main():
         model, variant, cfg, origin = model_from_saved(a.model, x.shape[2])
     faults = []
     if a.scale_ls2:
-        block, factor = int(a.scale_ls2[0]), float(a.scale_ls2[1])
-        model, faults = scale_ls2(model, block, factor), [{"blocks[0].blocks[%d].ls2.gamma" % block: factor}]
+        try:
+            block, factor = int(a.scale_ls2[0]), float(a.scale_ls2[1])
+        except ValueError:
+            raise ToolError(f"--scale-ls2 takes BLOCK (an integer) and FACTOR (a number), not "
+                            f"{' '.join(a.scale_ls2)}") from None
+        model = scale_ls2(model, block, factor)
+        faults = [{"kind": "scale-ls2", "block": block, "factor": factor}]
     if a.save_model:
         from equimo.serialization import save_model
 
@@ -443,7 +454,7 @@ def main():
     short = variant.split("_")[1] if variant.startswith("dinov3_") else variant
     manifest = {
         "format": "dinodiff-eqx-npz", "version": 1, "source": "eqx",
-        "model": {**file_identity(a.checkpoint or a.model), "kind": KIND, "variant": short,
+        "model": {**model_identity(a.checkpoint or a.model), "kind": KIND, "variant": short,
                   "equimo_variant": variant,
                   "config": {"embed_dim": cfg["dim"], "depth": sum(cfg["depths"]),
                              "num_heads": cfg["num_heads"], "img_size": x.shape[2],

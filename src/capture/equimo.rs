@@ -95,7 +95,10 @@ mod tests {
             ("blocks[0].blocks[3].attn", Some("blocks.3.attn")),
             ("blocks[0].blocks[3].drop_path1", Some("blocks.3.residual1")),
             ("blocks[0].blocks[3].norm", Some("blocks.3.norm2")),
-            ("blocks[0].blocks[3].mlp:hidden", Some("blocks.3.mlp.hidden")),
+            (
+                "blocks[0].blocks[3].mlp:hidden",
+                Some("blocks.3.mlp.hidden"),
+            ),
             ("blocks[0].blocks[3].ls2", Some("blocks.3.ls2")),
             ("blocks[0].blocks[3].drop_path2", None),
             ("blocks[0].blocks[3].attn.proj", None),
