@@ -215,10 +215,21 @@ def converter_inputs(sd):
     return params, note
 
 
-def model_from_checkpoint(path, variant, img_size):
+def zeros_skeleton(cfg):
+    """equimo's VisionTransformer for `cfg` with every array leaf zero: the converter and
+    load_weights replace them all, so no random init is spent on them."""
+    import equinox as eqx
     import jax
-    from equimo.conversion.utils import convert_torch_to_equinox
+    import jax.numpy as jnp
     from equimo.vision.models import VisionTransformer
+
+    shapes = eqx.filter_eval_shape(VisionTransformer, **cfg, key=jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype)
+                        if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+
+
+def model_from_checkpoint(path, variant, img_size):
+    from equimo.conversion.utils import convert_torch_to_equinox
 
     from meta_to_eqx import load_checkpoint
 
@@ -226,9 +237,8 @@ def model_from_checkpoint(path, variant, img_size):
     name, cfg = pick_variant(variant, sd)
     cfg["img_size"] = img_size
     params, note = converter_inputs(sd)
-    skeleton = VisionTransformer(**cfg, key=jax.random.PRNGKey(0))
     try:
-        model = convert_torch_to_equinox(skeleton, REPLACE, EXPAND, SQUEEZE, [], [], strict=True,
+        model = convert_torch_to_equinox(zeros_skeleton(cfg), REPLACE, EXPAND, SQUEEZE, [], [], strict=True,
                                          source="custom", torch_model=CheckpointParams(params))
     except (AttributeError, ValueError) as e:
         raise ToolError(f"equimo's converter refused {path} for {name}: {e}") from None
@@ -261,9 +271,7 @@ def read_saved_metadata(path):
 
 
 def model_from_saved(path, img_size):
-    import jax
     from equimo.serialization import load_weights
-    from equimo.vision.models import VisionTransformer
 
     meta = read_saved_metadata(path)
     saved = meta.get("model_config", {})
@@ -273,7 +281,7 @@ def model_from_saved(path, img_size):
         raise ToolError(f"{path} holds a {meta.get('model_class')}, not equimo's VisionTransformer")
     cfg["img_size"] = img_size  # dynamic_img_size: the grid follows the input
     try:
-        model = load_weights(VisionTransformer(**cfg, key=jax.random.PRNGKey(0)), path=Path(path))
+        model = load_weights(zeros_skeleton(cfg), path=Path(path))
     except (ValueError, OSError) as e:
         raise ToolError(f"equimo could not load {path}: {e}") from None
     return model, dinodiff.get("variant", "custom"), cfg, {"saved_model": dinodiff}

@@ -87,7 +87,7 @@ set +e
 "$bin" diff meta.st eqx.st onnx.st
 status=$?
 step "8. the 4th system: dinodiff diff meta.st equimo.st (Meta ⇔ equimo)"
-"$bin" diff meta.st equimo.st | sed -n '/^head:/p; /^verdict:/p'
+"$bin" diff meta.st equimo.st | sed -n -e '1,/^└/p' -e '/^head:/p' -e '/^verdict:/p'
 equimo_status=${PIPESTATUS[0]}
 set -e
 echo
