@@ -29,7 +29,7 @@ under its pytree path, through an identity `jax.pure_callback`):
   `blocks[0].blocks[i].prenorm`, `.attn.qkv`, `.attn`, `.ls1`, `.drop_path1` (x + ls1),
   `.norm`, `.mlp`, `.ls2`, `blocks[0].blocks[i]`, `norm`, and every other submodule;
 - inputs of modules: `tokens` (of the first block), `blocks[0].blocks[i].attn:sdpa` (of
-  attn.proj), `blocks[0].blocks[i].mlp:hidden` (of mlp.fc2);
+  attn.proj), `blocks[0].blocks[i].mlp:hidden` (of mlp.fc2, or of mlp.w3 in SwiGLU variants);
 - from equimo's functions: `rope:sin` / `rope:cos` (what `VisionRoPE.get_factors` returns for
   the patch grid), `blocks[0].blocks[i].attn:q` / `:k` (what `apply_rotary_qk` returns);
 - `blocks[0].blocks[i].attn:v`: a view of the recorded `attn.qkv` (reshape and slice, no
@@ -62,6 +62,7 @@ INPUT_RULES = [
     (r"^(blocks\[0\]\.blocks\[0\])$", "tokens", "input of the first block: [cls, registers x R, patches]"),
     (rf"^({BLOCK}\.attn)\.proj$", "{0}:sdpa", "input of attn.proj (attention output, heads merged)"),
     (rf"^({BLOCK}\.mlp)\.fc2$", "{0}:hidden", "input of mlp.fc2 (GELU(fc1 x))"),
+    (rf"^({BLOCK}\.mlp)\.w3$", "{0}:hidden", "input of mlp.w3 (silu(w1 x) * w2 x, SwiGLU)"),
 ]
 
 # equimo's DINOv3 conversion renames (its models/dinov3.py), equimo path -> Meta key, plus the
