@@ -10,6 +10,8 @@ project venv, after `cargo build --release`):
   safetensors.torch (bf16, float8, int, bool);
 - npz/: Equinox recordings in tools/eqx_capture.py's format, written by numpy's np.savez (f32
   arrays; bf16 arrays from ml_dtypes as numpy saves them, ints and bools);
+- eqx/: jax2onnx's Equinox DINOv3 at toy size saved by `eqx.tree_serialise_leaves` (as
+  jax2onnx's scripts save it), with and without storage tokens;
 - onnx/: a small module exported by torch.onnx.export (legacy exporter and dynamo) and jax2onnx's
   Equinox DINOv3 at toy size (nested local functions);
 - checkpoint/: torch.save of a small module's state_dict(), of a nested {"model": ...} dict,
@@ -146,6 +148,20 @@ def jax2onnx_seed():
         onnx.save(m, str(path))
 
 
+def eqx_seeds():
+    """jax2onnx's example model saved as its own scripts save it (eqx.tree_serialise_leaves, no
+    sidecar): what `capture eqx --model` reads before any Python runs."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import equinox as eqx
+    import jax
+    from jax2onnx.plugins.examples.eqx.dino import VisionTransformer
+
+    for name, storage in (("dino_storage.eqx", 2), ("dino_no_storage.eqx", 0)):
+        model = VisionTransformer(img_size=4, patch_size=2, embed_dim=4, depth=1, num_heads=1,
+                                  num_storage_tokens=storage, key=jax.random.PRNGKey(0))
+        eqx.tree_serialise_leaves(str(out("eqx", name)), model)
+
+
 def checkpoint_seeds():
     import torch
 
@@ -173,6 +189,7 @@ def name_map_seeds():
 def main():
     npz_seeds()  # before dump_seeds, which imports one
     dump_seeds()
+    eqx_seeds()
     onnx_seeds()
     checkpoint_seeds()
     name_map_seeds()

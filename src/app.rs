@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(exit::WITHIN_TOLERANCE)
         }
         Command::Checkpoint(args) => run_checkpoint(&args),
+        Command::Tools(args) => run_tools(&args),
         Command::Capture(CaptureCommand::Meta(args)) => run_capture_meta(args),
         Command::Capture(CaptureCommand::Onnx(args)) => run_capture_onnx(args),
         Command::Capture(CaptureCommand::Eqx(args)) => run_capture_eqx(args),
@@ -475,11 +476,30 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
 }
 
 fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
-    let done = dinodiff::capture::eqx::import(&dinodiff::capture::eqx::EqxOptions {
-        npz: args.npz,
-        output: args.output,
-        input: args.input,
-    })?;
+    use dinodiff::capture::eqx;
+    let done = match (args.model, args.npz, args.input) {
+        (Some(model), _, Some(input)) => {
+            let opts = eqx::RecordOptions {
+                model,
+                input,
+                output: args.output,
+                python: args.python,
+                variant: args.variant,
+                config: args.config,
+                keep_npz: args.keep_npz,
+            };
+            eqx::record_and_import(&opts, |python, probe, resolved| {
+                eprintln!("{}", report::words::eqx_recording(python, probe, resolved));
+            })?
+            .import
+        }
+        (None, Some(npz), input) => eqx::import(&eqx::EqxOptions {
+            npz,
+            output: args.output,
+            input,
+        })?,
+        _ => bail!("give --model M.eqx --input input.st, or --npz RUN.npz"),
+    };
     eprintln!(
         "wrote {} ({} tensors, {} bytes): {} arrays named as canonical stages{}",
         done.written.path.display(),
@@ -492,5 +512,23 @@ fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
             format!("; derived from norm: {}", done.derived.join(", "))
         }
     );
+    Ok(exit::WITHIN_TOLERANCE)
+}
+
+/// `dinodiff tools`: the list, or one tool written out (stdout, or a file made executable).
+fn run_tools(args: &crate::cli::ToolsArgs) -> Result<u8> {
+    use dinodiff::pytools::{Tool, bundle};
+    let Some(name) = &args.name else {
+        print(&report::vocabulary::tools_table(Tool::all()))?;
+        return Ok(exit::WITHIN_TOLERANCE);
+    };
+    let text = bundle::render(Tool::named(name)?);
+    match &args.output {
+        None => print(&text)?,
+        Some(path) => {
+            dinodiff::pytools::write_script(path, &text)?;
+            eprintln!("wrote {} ({} bytes)", path.display(), text.len());
+        }
+    }
     Ok(exit::WITHIN_TOLERANCE)
 }

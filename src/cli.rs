@@ -38,6 +38,18 @@ pub enum Command {
     Variants(VocabularyArgs),
     /// Read a torch.save checkpoint without libtorch: where its state dict is, and every tensor
     Checkpoint(CheckpointArgs),
+    /// List the Python helpers embedded in this binary, or write one out as a self-contained
+    /// script (for a machine with JAX or torch but no dinodiff)
+    Tools(ToolsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ToolsArgs {
+    /// The helper to write out (`dinodiff tools` lists them), e.g. eqx-capture
+    pub name: Option<String>,
+    /// Write it to this file (made executable) instead of stdout
+    #[arg(short, long, requires = "name")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -254,21 +266,46 @@ pub enum CaptureCommand {
     Meta(CaptureMetaArgs),
     /// Any ONNX model through ONNX Runtime: every intermediate value, inside local functions too
     Onnx(CaptureOnnxArgs),
-    /// An Equinox / JAX run recorded by tools/eqx_capture.py (.npz), imported into a dump
+    /// An Equinox / JAX DINOv3: recorded with your Python (--model), or a recording made
+    /// elsewhere by `dinodiff tools eqx-capture` (--npz), imported into a dump
     Eqx(CaptureEqxArgs),
 }
 
 #[derive(Args, Debug)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("eqx_source").required(true).args(["model", "npz"]))]
 pub struct CaptureEqxArgs {
-    /// The recording written by `python tools/eqx_capture.py --model M.eqx --input input.st -o run.npz`
-    #[arg(long)]
-    pub npz: PathBuf,
+    /// The Equinox model to run: a .eqx of jax2onnx's DINOv3 example (eqx.tree_serialise_leaves),
+    /// with or without the sidecar M.eqx.json that `dinodiff tools meta-to-eqx` writes
+    #[arg(long, value_name = "M.eqx", requires = "input")]
+    pub model: Option<PathBuf>,
+    /// A recording made on another machine by `python eqx_capture.py --model M.eqx --input
+    /// input.st -o run.npz` (`dinodiff tools eqx-capture` writes that script)
+    #[arg(long, value_name = "RUN.npz")]
+    pub npz: Option<PathBuf>,
     /// The dump to write
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Check that the recording was made on this input dump (refused otherwise)
+    /// The input dump (`dinodiff prep`): what --model runs on; with --npz, the recording must
+    /// have been made on it (refused otherwise)
     #[arg(long, value_name = "INPUT.st")]
     pub input: Option<PathBuf>,
+    /// The DINOv3 variant a bare .eqx holds: vits16, vitb16, vitl16, or Meta's and jax2onnx's
+    /// names (dinov3_vits16_pretrain_lvd1689m); inferred from the file when omitted
+    #[arg(long, requires = "model", conflicts_with = "config")]
+    pub variant: Option<String>,
+    /// The constructor config of a bare .eqx, keys as jax2onnx's VisionTransformer takes them:
+    /// img_size=224,patch_size=16,embed_dim=384,depth=12,num_heads=6,num_storage_tokens=4 (keys
+    /// left out are read off the file)
+    #[arg(long, value_name = "KEY=VALUE,...", requires = "model")]
+    pub config: Option<String>,
+    /// The Python that runs the recorder (it needs jax, equinox, jax2onnx, numpy, safetensors);
+    /// default: $DINODIFF_PYTHON, else python3 on PATH
+    #[arg(long, value_name = "PATH", requires = "model")]
+    pub python: Option<PathBuf>,
+    /// Keep the recording (.npz) at this path; by default it is a temporary file
+    #[arg(long, value_name = "RUN.npz", requires = "model")]
+    pub keep_npz: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,8 @@
 //!   the input image), as data;
 //! - [`report`]: their renderers (and the inspection's), the only place data becomes words;
 //! - [`inspect`], [`synth`], [`vocabulary`]: the other subcommands;
+//! - [`pytools`]: the Python helpers of `tools/` embedded in the binary (`dinodiff tools`, and the
+//!   Equinox recorder `capture eqx --model` runs);
 //! - [`exit`] (exit codes), [`cleanup`] (temporary files removed on SIGINT/SIGTERM), [`progress`].
 
 pub mod align;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod progress;
+pub mod pytools;
 pub mod report;
 pub mod synth;
 pub mod triangulate;

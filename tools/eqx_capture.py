@@ -226,7 +226,8 @@ def observe_model_functions():
         dino.DinoRotaryProcessHeads = original_heads
 
 
-def read_input(path, img_size):
+def read_input(path):
+    """(the dump's manifest, its `input` [1, 3, H, W] f32)."""
     path = Path(path)
     if not path.is_file():
         raise ToolError(f"{path} does not exist (make an input with `dinodiff prep`)")
@@ -240,11 +241,16 @@ def read_input(path, img_size):
     x = tensors["input"]
     if x.dtype != np.float32:
         raise ToolError(f"{path}: `input` is {x.dtype}, expected float32")
+    if x.ndim != 4 or x.shape[:2] != (1, 3):
+        raise ToolError(f"{path}: `input` has shape {list(x.shape)}, expected [1, 3, H, W]")
+    return manifest, np.ascontiguousarray(x)
+
+
+def check_input_size(path, x, img_size):
     if x.shape != (1, 3, img_size, img_size):
         raise ToolError(f"{path}: `input` has shape {list(x.shape)}, but the model was built for "
                         f"[1, 3, {img_size}, {img_size}]; prepare it with "
                         f"`dinodiff prep --size {img_size}` or re-map with --img-size")
-    return manifest, np.ascontiguousarray(x)
 
 
 def input_sha256(x):
@@ -312,8 +318,15 @@ def write_npz(path, arrays, manifest):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", required=True, help="model.eqx from tools/meta_to_eqx.py "
-                   "(with its sidecar model.eqx.json)")
+    p.add_argument("--model", required=True, help="model.eqx: from tools/meta_to_eqx.py (with "
+                   "its sidecar model.eqx.json), or a bare `eqx.tree_serialise_leaves` file of "
+                   "jax2onnx's example model (give --config or --variant)")
+    p.add_argument("--config", help="the constructor config of a bare .eqx: img_size=224,"
+                   "patch_size=16,embed_dim=384,depth=12,num_heads=6,num_storage_tokens=4 (with "
+                   "a sidecar: must equal the sidecar's)")
+    p.add_argument("--variant", help="a bare .eqx holds this DINOv3 variant (vits16, vitb16, "
+                   "vitl16, or Meta's names: dinov3_vits16_pretrain_lvd1689m); the image size is "
+                   "the input's (`dinodiff variants`)")
     p.add_argument("--input", required=True, help="input.st: a dinodiff dump holding `input` "
                    "[1,3,H,W] f32 (`dinodiff prep`)")
     p.add_argument("-o", "--output", required=True, help="run.npz")
@@ -331,12 +344,16 @@ def main():
         raise ToolError("--kind equimo: equimo imports, but this tool does not capture equimo "
                         "models yet; use a model made by tools/meta_to_eqx.py")
 
-    from eqx_model import load_model_and_sidecar, read_sidecar
+    from eqx_model import load_model_and_sidecar, model_meta, parse_config, variant_config
 
-    img_size = read_sidecar(a.model)["config"]["img_size"]
-    in_manifest, x = read_input(a.input, img_size)
+    if a.config and a.variant:
+        raise ToolError("give --config or --variant, not both")
+    in_manifest, x = read_input(a.input)
+    config = (parse_config(a.config) if a.config else
+              variant_config(a.variant, x.shape[-1]) if a.variant else None)
+    check_input_size(a.input, x, model_meta(a.model, config)["config"]["img_size"])
     started = time.perf_counter()
-    model, side = load_model_and_sidecar(a.model)
+    model, side = load_model_and_sidecar(a.model, config)
     load_s = time.perf_counter() - started
     arrays, records, forward_s, taps = capture(model, x)
     digest = input_sha256(arrays["input"])
@@ -348,7 +365,7 @@ def main():
     manifest = {
         "format": "dinodiff-eqx-npz", "version": 1, "source": "eqx",
         "model": {**ident, "kind": KIND, "config": side["config"],
-                  "checkpoint": side.get("source"),
+                  "config_from": side["config_from"], "checkpoint": side.get("source"),
                   "fault_injection": side.get("fault_injection", [])},
         "frameworks": framework_versions(),
         "device": "cpu", "dtype": "f32",

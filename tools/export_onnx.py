@@ -139,7 +139,10 @@ def counts(model):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", required=True, help="model.eqx from tools/meta_to_eqx.py")
+    p.add_argument("--model", required=True, help="model.eqx from tools/meta_to_eqx.py, or a "
+                   "bare `eqx.tree_serialise_leaves` file of jax2onnx's example (give --config)")
+    p.add_argument("--config", help="the constructor config of a bare .eqx: img_size=224,"
+                   "patch_size=16,embed_dim=384,depth=12,num_heads=6,num_storage_tokens=4")
     p.add_argument("-o", "--output", required=True, help="model.onnx")
     p.add_argument("--perturb-initializer-block", type=int, metavar="BLOCK",
                    help="fault injection: scale the largest weight of block BLOCK (see above)")
@@ -147,9 +150,9 @@ def main():
                    help="factor for --perturb-initializer-block (default 1.01)")
     a = p.parse_args()
 
-    from eqx_model import load_model_and_sidecar
+    from eqx_model import load_model_and_sidecar, parse_config
 
-    model, side = load_model_and_sidecar(a.model)
+    model, side = load_model_and_sidecar(a.model, parse_config(a.config) if a.config else None)
     size = side["config"]["img_size"]
     if a.perturb_initializer_block is not None and not \
             0 <= a.perturb_initializer_block < side["config"]["depth"]:

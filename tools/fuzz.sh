@@ -8,7 +8,7 @@
 #   tools/fuzz.sh stats                  per target: executions, time, edges, crashes, hangs
 #   tools/fuzz.sh replay TARGET FILE...  run files through a harness outside AFL (see a panic)
 #
-# Targets: dump npz onnx checkpoint name_map. Findings land in fuzz/out/TARGET/default/{crashes,
+# Targets: dump npz eqx onnx checkpoint name_map. Findings land in fuzz/out/TARGET/default/{crashes,
 # hangs}; each becomes a fix, a unit test beside the parser, and a file in
 # fuzz/regressions/TARGET/ (replayed by `cargo test`, tests/cli/fuzz_corpus.rs). Environment:
 #   AFL_MEM_MB   memory limit of the target in MB (default 1024: a hostile size that makes
@@ -19,7 +19,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-targets=(dump npz onnx checkpoint name_map)
+targets=(dump npz eqx onnx checkpoint name_map)
 cargo_afl_version=0.18.2
 
 say() { printf '\033[1m[fuzz]\033[0m %s\n' "$*" >&2; }

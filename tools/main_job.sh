@@ -5,8 +5,9 @@
 #   2. the checkpoint mapped onto the Equinox DINOv3 of the jax2onnx wheel (tools/meta_to_eqx.py);
 #   3. that Equinox model exported to ONNX with jax2onnx (tools/export_onnx.py);
 #   4. the model input, from the photo matplotlib ships (grace_hopper.jpg), Meta's transform;
-#   5. the three captures: `capture meta` (libtorch, native), the Equinox run recorded by
-#      tools/eqx_capture.py and imported by `capture eqx`, `capture onnx` (ONNX Runtime);
+#   5. the three captures: `capture meta` (libtorch, native), `capture eqx --model` (the Equinox
+#      run recorded by the binary's embedded tools/eqx_capture.py with the venv's Python, then
+#      imported), `capture onnx` (ONNX Runtime);
 #   6. the independent check of the Meta side: timm's DINOv3 port, hooked (max|Δ| 0 expected);
 #      and of the ONNX headline: a default onnxruntime session gives the same CLS max|Δ|;
 #   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected);
@@ -62,9 +63,8 @@ stale input.st "$bin" && "$bin" prep --image "$photo" --transform meta -o input.
 step "5a. dinodiff capture meta (libtorch, native)"
 "$bin" capture meta --weights vits16-seed0.pth --input input.st -o meta.st --threads 2
 
-step "5b. Equinox: tools/eqx_capture.py (JAX, eager), then dinodiff capture eqx"
-"$python" "$tools/eqx_capture.py" --model vits16.eqx --input input.st -o eqx.npz
-"$bin" capture eqx --npz eqx.npz --input input.st -o eqx.st
+step "5b. dinodiff capture eqx --model (the embedded recorder: JAX, eager, with the venv's Python)"
+"$bin" capture eqx --model vits16.eqx --input input.st -o eqx.st --python "$python"
 
 step "5c. dinodiff capture onnx (ONNX Runtime, every value inside the local functions)"
 "$bin" capture onnx --model vits16.onnx --input input.st -o onnx.st --threads 2

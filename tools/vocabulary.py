@@ -5,8 +5,10 @@ so that no tool keeps a copy of it. Failures raise ToolError (exit 2 under `run_
 Where it comes from, first match wins:
 - DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON: a file holding that JSON (a machine without
   dinodiff: write it on one that has it with `dinodiff stages --format json > stages.json`);
-- the binary DINODIFF_BIN (an error when it is set but missing), else this checkout's
-  target/release or target/debug build, else `dinodiff` on PATH.
+- the binary DINODIFF_BIN (an error when it is set but missing);
+- the JSON a self-contained script written by `dinodiff tools NAME` carries (its module
+  `dinodiff_bundle`: the vocabulary of the binary that wrote it);
+- this checkout's target/release or target/debug build, else `dinodiff` on PATH.
 
 Tools name stages by their stable `id` (`ls2`, `attn_qkv`, `rope_sin`; `dinodiff stages --format
 json` lists them) and get the canonical names dumps hold from here.
@@ -50,14 +52,27 @@ def _binary():
         "files with DINODIFF_STAGES_JSON / DINODIFF_VARIANTS_JSON")
 
 
+def _bundled(command):
+    """The vocabulary carried by a script that `dinodiff tools` wrote, else None."""
+    try:
+        import dinodiff_bundle
+    except ImportError:
+        return None
+    return dinodiff_bundle.VOCABULARY.get(command)
+
+
 def _load(command, env_var, schema):
     path = os.environ.get(env_var)
+    bundled = None if os.environ.get("DINODIFF_BIN") else _bundled(command)
     if path:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise ToolError(f"{env_var}={path}: {e}") from None
         where = path
+    elif bundled is not None:
+        data = bundled
+        where = f"the vocabulary `dinodiff tools` wrote into {sys.argv[0]}"
     else:
         binary = _binary()
         proc = subprocess.run([binary, command, "--format", "json"], capture_output=True,

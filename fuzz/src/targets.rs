@@ -23,6 +23,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("dump", dump),
     ("npz", npz),
+    ("eqx", eqx),
     ("onnx", onnx),
     ("checkpoint", checkpoint),
     ("name_map", name_map),
@@ -84,6 +85,33 @@ pub fn npz(bytes: &[u8]) {
         && let Err(e) = Dump::open(&output)
     {
         panic!("an imported recording gave a dump that does not open: {e}");
+    }
+}
+
+/// Equinox model files: `capture eqx --model`'s reading of an `.eqx` before any Python runs
+/// (the `.npy` record headers, the dimensions read off them, the inference against the hub
+/// variants, the sidecar-less resolution); a config that resolves must have exactly the file's
+/// record layout.
+pub fn eqx(bytes: &[u8]) {
+    use dinodiff::capture::eqx::{leaves, skeleton};
+    let path = scratch_file("in.eqx", bytes);
+    let Ok(read) = leaves::read_leaves(&path) else {
+        return;
+    };
+    let found = skeleton::Found::of(&read);
+    let _ = skeleton::infer(&read, &found, &dinodiff::model::variant::VARIANTS);
+    let given = found.config().map(|c| c.text());
+    for config in [None, given.as_deref()] {
+        if let Ok(resolved) = skeleton::resolve(&path, None, config) {
+            let layout = skeleton::layout(&resolved.config);
+            if layout.len() != read.len() {
+                panic!(
+                    "a resolved config's layout has {} records, the file {}",
+                    layout.len(),
+                    read.len()
+                );
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Plain-text tables of `dinodiff stages` and `dinodiff variants` (their JSON is the serde form of
-//! [`crate::vocabulary`]'s data).
+//! [`crate::vocabulary`]'s data), and of `dinodiff tools`.
 
 use crate::vocabulary::{StageList, VariantList};
 use std::fmt::Write;
@@ -46,5 +46,23 @@ pub fn variants_table(list: &VariantList) -> String {
             if a.qkv_bias { "yes" } else { "no" }
         );
     }
+    out
+}
+
+/// `dinodiff tools`: each embedded tool, what it does, and the packages it needs.
+pub fn tools_table(tools: impl Iterator<Item = crate::pytools::Tool>) -> String {
+    let mut out = String::new();
+    for t in tools {
+        let _ = writeln!(out, "{:<21} {}", t.info.name, t.info.about);
+        let _ = writeln!(out, "{:<21} needs {}", "", t.info.needs.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "\n`dinodiff tools NAME > FILE.py` writes one as a self-contained script (the modules it \
+         imports\nfrom dinodiff's tools/ are in it); it runs on Python >= {}.{} with the packages \
+         it needs.",
+        crate::pytools::MIN_PYTHON.0,
+        crate::pytools::MIN_PYTHON.1
+    );
     out
 }

@@ -8,11 +8,13 @@
 //! renderer's job. A wording change here changes no data schema.
 
 mod deployed;
+mod eqx;
 mod grid;
 mod page;
 mod sizes;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
+pub use eqx::eqx_recording;
 pub use grid::*;
 pub use page::*;
 pub use sizes::size_iec;

@@ -96,6 +96,25 @@ const CASES: &[Case] = &[
     },
     Case {
         args: &[
+            "capture", "eqx", "--model", "nope.eqx", "--input", "in.st", "-o", "out.st",
+        ],
+        names: &["nope.eqx"],
+        hint: "check the path",
+    },
+    Case {
+        args: &[
+            "capture", "eqx", "--model", "text.st", "--input", "in.st", "-o", "out.st",
+        ],
+        names: &["text.st", "record 0"],
+        hint: "pass the model file that eqx.tree_serialise_leaves wrote",
+    },
+    Case {
+        args: &["tools", "eqx_capture"],
+        names: &["\"eqx_capture\""],
+        hint: "`dinodiff tools` lists them",
+    },
+    Case {
+        args: &[
             "capture",
             "onnx",
             "--model",

@@ -76,6 +76,12 @@ fn the_seeds_are_accepted_by_their_parsers() {
     for file in files_of(&root.join("name_map")) {
         dinodiff::align::NameMap::load(&file).unwrap();
     }
+    for file in files_of(&root.join("eqx")) {
+        use dinodiff::capture::eqx::{leaves, skeleton};
+        let read = leaves::read_leaves(&file).unwrap();
+        let config = skeleton::Found::of(&read).config().unwrap();
+        skeleton::resolve(&file, None, Some(&config.text())).unwrap();
+    }
     let out = tempfile::tempdir().unwrap();
     for file in files_of(&root.join("npz")) {
         let opts = dinodiff::capture::eqx::EqxOptions {

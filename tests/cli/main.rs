@@ -14,4 +14,5 @@ mod inspect;
 mod prep;
 mod report;
 mod synth;
+mod tools;
 mod triangle;

@@ -1,30 +1,9 @@
-//! `dinodiff capture eqx`: imports an Equinox / JAX run recorded by `tools/eqx_capture.py` (an
-//! `.npz`) into a dump.
-//!
-//! Contract:
-//! - the npz must hold `__dinodiff_manifest__` (UTF-8 JSON as a 1-D uint8 array, format
-//!   `dinodiff-eqx-npz` version 1) whose `order` lists the arrays in execution order; every
-//!   listed array must exist, and arrays not listed are refused (a recording is complete or it is
-//!   not imported);
-//! - arrays are read with `npyz`: f16, f32, f64, signed and unsigned integers and bool are taken
-//!   as they are; 2-byte void arrays are bf16 only when the manifest says the array is `bfloat16`
-//!   (how numpy saves `ml_dtypes.bfloat16`); object arrays are refused, never unpickled; other
-//!   dtypes (complex, strings, structured) and Fortran-ordered arrays are refused by name;
-//! - Equinox names (pytree paths, `blocks[3].ls1`, and the tool's internals, `blocks[3].attn:q`)
-//!   are mapped to canonical stages by [`canonical_stage`] (docs/capture-eqx.md has the table),
-//!   those of equimo's DINOv3 (`tools/equimo_capture.py`) by [`super::equimo`]; others keep
-//!   their names. A canonical stage that lacks its leading batch dimension gets it
-//!   (Equinox modules run unbatched); the record says so (`eqx_shape`);
-//! - `cls`, `storage`, `patches` and `pooled` are derived from `norm` ([`crate::capture::head`])
-//!   when the recording does not hold them (the Equinox model drops storage tokens from its
-//!   output and does not pool), with R = N - 1 - hw read off the `patches` or `patch_embed`
-//!   shape (nothing is derived without one); their records say `derived`;
-//! - the recorded `input` array must hash to the manifest's input sha256, and, with `--input`, to
-//!   that dump's `input_sha256` (a recording of another input is refused).
+//! The import of a recording (`.npz`) into a dump: the contract is in [`super`].
 
+use super::names::canonical_stage;
 use crate::dump::{DumpWriter, FileIdentity, Manifest, SourceKind, TensorRecord, WrittenDump};
 use crate::model::stage::Dim;
-use crate::model::{Architecture, BlockStage, Ffn, HeadStage, Stage, StemStage};
+use crate::model::{Architecture, Ffn, Stage};
 use anyhow::{Context, Result, bail, ensure};
 use npyz::{DType, TypeChar};
 use safetensors::Dtype;
@@ -53,50 +32,6 @@ struct Array {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
-}
-
-/// The canonical stage of an Equinox name, or `None` when it has none.
-pub fn canonical_stage(name: &str) -> Option<Stage> {
-    let direct = match name {
-        "input" => Some(Stage::INPUT),
-        "patch_embed" => Some(Stage::Stem(StemStage::PatchEmbed)),
-        "tokens" => Some(Stage::Stem(StemStage::Tokens)),
-        "rope:sin" => Some(Stage::Stem(StemStage::RopeSin)),
-        "rope:cos" => Some(Stage::Stem(StemStage::RopeCos)),
-        "norm" => Some(Stage::NORM),
-        "cls" => Some(Stage::Head(HeadStage::Cls)),
-        "storage" => Some(Stage::Head(HeadStage::Storage)),
-        "patches" => Some(Stage::Head(HeadStage::Patches)),
-        "pooled" => Some(Stage::Head(HeadStage::Pooled)),
-        _ => None,
-    };
-    if direct.is_some() {
-        return direct;
-    }
-    let rest = name.strip_prefix("blocks[")?;
-    let (digits, tail) = rest.split_once(']')?;
-    let index: usize = digits.parse().ok()?;
-    if index.to_string() != digits {
-        return None; // `blocks[03]` is not a pytree path
-    }
-    let stage = match tail {
-        "" => BlockStage::Output,
-        ".norm1" => BlockStage::Norm1,
-        ".attn:qkv" => BlockStage::AttnQkv,
-        ".attn:q" => BlockStage::AttnQ,
-        ".attn:k" => BlockStage::AttnK,
-        ".attn:v" => BlockStage::AttnV,
-        ".attn:sdpa" => BlockStage::AttnSdpa,
-        ".attn" => BlockStage::Attn,
-        ".ls1" => BlockStage::Ls1,
-        ":residual1" => BlockStage::Residual1,
-        ".norm2" => BlockStage::Norm2,
-        ".mlp:hidden" => BlockStage::MlpHidden,
-        ".mlp" => BlockStage::Mlp,
-        ".ls2" => BlockStage::Ls2,
-        _ => return None,
-    };
-    Some(Stage::Block(index, stage))
 }
 
 /// The rank a canonical stage has with its batch dimension, `None` for the unbatched ones.
@@ -452,8 +387,8 @@ fn eqx_manifest(recorded: &Value) -> Manifest {
         });
         manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
     }
-    if super::equimo::is_equimo(recorded) {
-        manifest.variant = super::equimo::variant(recorded);
+    if crate::capture::equimo::is_equimo(recorded) {
+        manifest.variant = crate::capture::equimo::variant(recorded);
     }
     manifest
 }
@@ -504,8 +439,8 @@ fn write_array(
             }
         }
     }
-    let stage = if super::equimo::is_equimo(recorded) {
-        super::equimo::canonical_stage(name)
+    let stage = if crate::capture::equimo::is_equimo(recorded) {
+        crate::capture::equimo::canonical_stage(name)
     } else {
         canonical_stage(name)
     };
@@ -542,31 +477,6 @@ fn write_array(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equinox_names_map_to_canonical_stages() {
-        let cases = [
-            ("patch_embed", Some("patch_embed")),
-            ("rope:sin", Some("rope.sin")),
-            ("blocks[0]", Some("blocks.0.output")),
-            ("blocks[11].attn", Some("blocks.11.attn")),
-            ("blocks[3].attn:q", Some("blocks.3.attn.q")),
-            ("blocks[3].attn:sdpa", Some("blocks.3.attn.sdpa")),
-            ("blocks[3]:residual1", Some("blocks.3.residual1")),
-            ("blocks[3].mlp:hidden", Some("blocks.3.mlp.hidden")),
-            ("blocks[3].mlp", Some("blocks.3.mlp")),
-            ("blocks[3].mlp.fc1", None),
-            ("blocks[3]:input", None),
-            ("blocks[3].attn.core.attn.query_proj", None),
-            ("blocks[x].ls1", None),
-            ("blocks[03].ls1", None),
-            ("output", None),
-        ];
-        for (name, want) in cases {
-            let got = canonical_stage(name).map(|s| s.to_string());
-            assert_eq!(got.as_deref(), want, "{name}");
-        }
-    }
 
     #[test]
     fn batch_dims_are_known_per_stage() {
