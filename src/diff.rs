@@ -23,10 +23,11 @@
 
 pub mod tokens;
 
+use crate::align::layout::Strided;
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
 use crate::dump::{Dump, OptimizerEffect, SourceKind, TensorEntry};
 use crate::metrics::tokens::{TokenDeltas, TokenLayout};
-use crate::metrics::{self, Comparison, Tolerance, View};
+use crate::metrics::{self, Comparison, Gather, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -142,6 +143,10 @@ pub struct PairResult {
     pub dtype_a: String,
     pub dtype_b: String,
     pub shapes: ShapeRelation,
+    /// How B is read to give A's layout (`--align auto`, or a map's `[[pair]]`); absent: as
+    /// stored. Metrics, `argmax_index` and tokens are in A's layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     /// Absent on a shape mismatch.
     pub metrics: Option<Comparison>,
     /// Multi-dimensional index of `metrics.argmax` in A's shape.
@@ -276,6 +281,8 @@ pub struct DiffOptions {
     pub min_coverage: f64,
     /// Split each pair's differences by token category (`--tokens`).
     pub tokens: bool,
+    /// Pair by names only, or by names then values (`--align`).
+    pub align: align::Mode,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -305,6 +312,20 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
     })
 }
 
+/// B's bytes in A's order: as stored, or gathered through the pair's layout (one tensor, for the
+/// token breakdown, which reads whole tensors).
+fn reordered<'b>(b: View<'b>, order: Option<&Strided>) -> std::borrow::Cow<'b, [u8]> {
+    match order {
+        None => std::borrow::Cow::Borrowed(b.data),
+        Some(o) => {
+            let size = crate::dump::element::element_size(b.dtype);
+            let mut out = vec![0u8; b.data.len()];
+            o.gather(b.data, size, 0, o.elements(), &mut out);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
 /// Compares one aligned pair (and splits it by token when there is a layout).
 fn compare_pair(
     a: &Dump,
@@ -315,11 +336,23 @@ fn compare_pair(
 ) -> PairResult {
     let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
     let (va, vb) = (View::of(a, ta), View::of(b, tb));
+    let order = p.layout.as_ref().map(|l| {
+        l.resolve(&tb.shape, &ta.shape)
+            .expect("alignment checked the layout")
+    });
+    let order = order.filter(|o| !o.is_contiguous());
     let comparable = p.shapes != ShapeRelation::Mismatch;
-    let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
-    let tokens = token_layout
-        .filter(|_| comparable)
-        .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
+    let metrics = comparable.then(|| {
+        metrics::compare_through(va, vb, order.as_ref().map(|o| o as &dyn Gather), tolerance)
+    });
+    let tokens = token_layout.filter(|_| comparable).and_then(|layout| {
+        let data = reordered(vb, order.as_ref());
+        let vb = View {
+            dtype: vb.dtype,
+            data: &data,
+        };
+        tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout)
+    });
     let argmax_index = metrics
         .as_ref()
         .and_then(|m| m.argmax)
@@ -336,6 +369,7 @@ fn compare_pair(
         dtype_a: ta.dtype.to_string(),
         dtype_b: tb.dtype.to_string(),
         shapes: p.shapes.clone(),
+        layout: p.layout.as_ref().map(ToString::to_string),
         metrics,
         argmax_index,
         amplification: None,
@@ -346,7 +380,7 @@ fn compare_pair(
 
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
-    let alignment = align::align(a, b, &opts.map)?;
+    let alignment = align::align_in(a, b, &opts.map, opts.align)?;
     refuse_incomparable(a, b, &alignment)?;
     a.advise_sequential();
     b.advise_sequential();
@@ -428,6 +462,17 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
         .map(|role| role.stage().to_string())
         .filter_map(|name| pairs.iter().find(|p| p.name == name))
         .filter_map(|p| {
+            if p.layout.is_some() {
+                let m = p.metrics.as_ref()?;
+                return Some(Headline {
+                    name: p.name.clone(),
+                    cosine: m.cosine,
+                    max_abs: m.max_abs,
+                    fails: m.fails(),
+                    a_deployed: false,
+                    b_deployed: false,
+                });
+            }
             let (ta, a_deployed) = deployed_or(a, &p.a);
             let (tb, b_deployed) = deployed_or(b, &p.b);
             let m = if a_deployed || b_deployed {

@@ -7,10 +7,12 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
+mod align;
 mod deployed;
 mod grid;
 mod page;
 mod sizes;
+pub use align::*;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
 pub use grid::*;
