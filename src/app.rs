@@ -313,7 +313,7 @@ fn run_align(args: &crate::cli::AlignArgs) -> Result<u8> {
     diff::check_inputs(&a, &b, args.allow_input_mismatch)?;
     let proposal = proposal::propose(&a, &b, &map)?;
     if let Some(path) = &args.output {
-        let header = report::words::align_map_header(&proposal);
+        let header = report::words::align_map_header(&proposal, &path.display().to_string());
         let text = proposal::map_text(&proposal, &map, &header, report::words::align_comment);
         write_atomically(path, text.as_bytes(), "the map file")?;
         eprintln!("wrote {}", path.display());

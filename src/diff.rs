@@ -326,6 +326,25 @@ fn reordered<'b>(b: View<'b>, order: Option<&Strided>) -> std::borrow::Cow<'b, [
     }
 }
 
+/// B's tensor `tb` in A's layout (A's shape `a_shape`): as stored without a layout, else gathered
+/// through the pair's `layout` (its text in a [`PairResult`]). For readers of whole tensors (the
+/// report's figures); `None` when the layout does not fit.
+pub fn b_in_a_order<'b>(
+    b: &'b Dump,
+    tb: &TensorEntry,
+    a_shape: &[usize],
+    layout: Option<&str>,
+) -> Option<std::borrow::Cow<'b, [u8]>> {
+    let order = match layout {
+        None => None,
+        Some(text) => {
+            let l: crate::align::layout::Layout = text.parse().ok()?;
+            Some(l.resolve(&tb.shape, a_shape).ok()?)
+        }
+    };
+    Some(reordered(View::of(b, tb), order.as_ref()))
+}
+
 /// Compares one aligned pair (and splits it by token when there is a layout).
 fn compare_pair(
     a: &Dump,
@@ -379,8 +398,27 @@ fn compare_pair(
 }
 
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
+    diff_aliased(a, b, opts, &std::collections::HashMap::new())
+}
+
+/// [`diff`], with stage names for A's tensors that do not bear one (`aliases`: A's tensor name →
+/// stage name; a triangle's port side takes them from the reference ⇔ port alignment): a pair
+/// whose common name is not a stage is reported under its A tensor's alias.
+pub fn diff_aliased(
+    a: &Dump,
+    b: &Dump,
+    opts: &DiffOptions,
+    aliases: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
-    let alignment = align::align_in(a, b, &opts.map, opts.align)?;
+    let mut alignment = align::align_in(a, b, &opts.map, opts.align)?;
+    for p in &mut alignment.pairs {
+        if Stage::parse(&p.key).is_none()
+            && let Some(stage) = aliases.get(&p.a)
+        {
+            p.key = stage.clone();
+        }
+    }
     refuse_incomparable(a, b, &alignment)?;
     a.advise_sequential();
     b.advise_sequential();
@@ -473,8 +511,9 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
                     b_deployed: false,
                 });
             }
-            let (ta, a_deployed) = deployed_or(a, &p.a);
-            let (tb, b_deployed) = deployed_or(b, &p.b);
+            let stage = (p.paired_by == PairedBy::Value).then_some(p.name.as_str());
+            let (ta, a_deployed) = deployed_or(a, &p.a, stage);
+            let (tb, b_deployed) = deployed_or(b, &p.b, stage);
             let m = if a_deployed || b_deployed {
                 Some(metrics::compare(
                     View::of(a, ta),
@@ -496,12 +535,18 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
         .collect()
 }
 
-/// The dump's `deployed/<name>` when it has one shaped as `name`, else `name`'s own tensor.
-fn deployed_or<'d>(d: &'d Dump, name: &str) -> (&'d TensorEntry, bool) {
+/// The dump's `deployed/<name>` when it has one shaped as `name`'s tensor, else
+/// `deployed/<stage>` (a value pair's stage name, which the tensor need not bear), else
+/// `name`'s own tensor.
+fn deployed_or<'d>(d: &'d Dump, name: &str, stage: Option<&str>) -> (&'d TensorEntry, bool) {
     let own = d.get(name).expect("paired tensors exist");
-    match d.get(&crate::dump::deployed_name(name)) {
-        Some(t) if t.shape == own.shape && t.dtype == own.dtype => (t, true),
-        _ => (own, false),
+    let deployed = std::iter::once(name)
+        .chain(stage)
+        .filter_map(|n| d.get(&crate::dump::deployed_name(n)))
+        .find(|t| t.shape == own.shape && t.dtype == own.dtype);
+    match deployed {
+        Some(t) => (t, true),
+        None => (own, false),
     }
 }
 

@@ -2,7 +2,9 @@
 //! (B, the Equinox reimplementation) and an export of the port (C, its ONNX file).
 //!
 //! Contract: the three pairwise diffs are computed with the same options (A⇔C, A⇔B, B⇔C; each
-//! refuses dumps of different inputs as a two-way diff does). The diagnosis reads them as a
+//! refuses dumps of different inputs as a two-way diff does). With `--align auto`, B's tensors
+//! that bear no stage name but were paired with one of A's stages are shown under that stage in
+//! B⇔C too. The diagnosis reads them as a
 //! triangle: if A⇔B is clean but C departs, the export is at fault and the first stage over
 //! tolerance in B⇔C (else A⇔C) is named; if A⇔B diverges, the port is at fault and its first
 //! stage over tolerance is named, with its amplification against the stage before it; B⇔C says
@@ -12,7 +14,7 @@
 //! never prose. [`crate::report`] words it (one sentence per kind, the same in every format); the
 //! JSON form (schema [`SCHEMA`], `docs/diff-json.md`) carries the data beside that sentence.
 
-use crate::diff::{DiffOptions, DiffReport, diff};
+use crate::diff::{DiffOptions, DiffReport, diff, diff_aliased};
 use crate::dump::{Dump, SourceKind};
 use serde::Serialize;
 
@@ -175,6 +177,19 @@ pub fn diagnose(ac: &DiffReport, ab: &DiffReport, bc: &DiffReport) -> Diagnosis 
     }
 }
 
+/// The stage names of the port's tensors that bear none, from the reference ⇔ port pairs
+/// (`--align auto` only: then the port side of the triangle shows the reference's stages).
+fn port_stages(ab: &DiffReport, opts: &DiffOptions) -> std::collections::HashMap<String, String> {
+    if opts.align != crate::align::Mode::Auto {
+        return Default::default();
+    }
+    ab.pairs
+        .iter()
+        .filter(|p| p.canonical && crate::model::Stage::parse(&p.b).is_none())
+        .map(|p| (p.b.clone(), p.name.clone()))
+        .collect()
+}
+
 pub fn triangulate(
     a: &Dump,
     b: &Dump,
@@ -183,7 +198,7 @@ pub fn triangulate(
 ) -> anyhow::Result<TriangleReport> {
     let ac = diff(a, c, opts)?;
     let ab = diff(a, b, opts)?;
-    let bc = diff(b, c, opts)?;
+    let bc = diff_aliased(b, c, opts, &port_stages(&ab, opts))?;
     let diagnosis = diagnose(&ac, &ab, &bc);
     let pass = ab.verdict.pass && bc.verdict.pass && ac.verdict.pass;
     let side = |side, report| SidePair { side, report };

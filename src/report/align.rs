@@ -32,9 +32,7 @@ pub fn table(p: &Proposal) -> String {
                 words::paired_by(q.paired_by).into(),
                 words::score(q.score),
                 q.max_abs.map_or_else(|| "-".into(), |m| words::sci(m, 1)),
-                q.runner_up.as_ref().map_or(String::new(), |r| {
-                    format!("{} ({})", r.b, words::score(Some(r.score)))
-                }),
+                q.runner_up.as_ref().map_or(String::new(), words::runner_up),
             ]
         })
         .collect();

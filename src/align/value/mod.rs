@@ -13,12 +13,13 @@
 //!   tensors when there are) are compared exactly with [`crate::metrics::compare_through`]: B read
 //!   through the layout chunk by chunk, nothing of B held decoded;
 //! - [`score`] = cosine − rms(Δ)/max(rms) − max|Δ|/max(|·|max), the rms and magnitudes being each
-//!   tensor's own; a pair needs at least [`MIN_SCORE`];
+//!   tensor's own; a pair needs at least [`MIN_SCORE`], and at least its A tensor's best score
+//!   less [`BEST_MARGIN`];
 //! - the assignment ([`assign`]) is one-to-one and monotone in both execution orders between the
 //!   anchors (pairs already made), then confident leftovers ([`OUT_OF_ORDER_SCORE`]) may cross;
-//!   among equal values the simplest layout wins, then the B name of the shallowest scope
-//!   ([`scope_depth`]: a module's output as its parent sees it, not its copy inside the next
-//!   module), then the earlier B tensor;
+//!   among equal values the simplest layout wins, then the names of the shallowest scope
+//!   ([`scope_depth`] of both names: a module's output as its parent sees it, not its copy
+//!   inside the next module), then the earlier B tensor;
 //! - results do not depend on the thread count.
 
 pub mod assign;
@@ -39,6 +40,10 @@ pub const MIN_SCORE: f64 = 0.5;
 pub const OUT_OF_ORDER_SCORE: f64 = 0.9;
 /// Fewer elements than this carry too little evidence.
 pub const MIN_ELEMENTS: usize = 4;
+/// A pair must score within this of the best its A tensor reaches with any B tensor: a tensor
+/// whose true partner went to an equal A tensor (a chain of copies in A) stays unpaired rather
+/// than take a look-alike.
+pub const BEST_MARGIN: f64 = 0.02;
 /// Sampled candidates below this score are dropped.
 pub const SAMPLED_FLOOR: f64 = 0.3;
 /// Candidates within this of an A tensor's best sampled score are compared exactly.
@@ -221,11 +226,15 @@ pub fn pair_by_value(
             Some((ia, exact(a, b, (ia, ib), layout, (&ma[&ia], &mb[&ib]))?))
         })
         .collect();
-    assign_scored(b, scored, anchors)
+    assign_scored((a, b), scored, anchors)
 }
 
 /// The best reading per (A, B) pair, then the assignment; each pair with its runner-up.
-fn assign_scored(b: &Dump, scored: Vec<(usize, Scored)>, anchors: &[(usize, usize)]) -> Vec<Found> {
+fn assign_scored(
+    (a, b): (&Dump, &Dump),
+    scored: Vec<(usize, Scored)>,
+    anchors: &[(usize, usize)],
+) -> Vec<Found> {
     let rank = |s: &Scored| {
         (
             (s.score * QUANTUM).round() as i64,
@@ -243,8 +252,16 @@ fn assign_scored(b: &Dump, scored: Vec<(usize, Scored)>, anchors: &[(usize, usiz
     }
     let mut all: Vec<(usize, Scored)> = best.into_iter().map(|((ia, _), s)| (ia, s)).collect();
     all.sort_by_key(|(ia, s)| (*ia, s.b));
+    let mut best_of_a: HashMap<usize, f64> = HashMap::new();
+    for (ia, s) in &all {
+        let best = best_of_a.entry(*ia).or_insert(f64::NEG_INFINITY);
+        *best = best.max(s.score);
+    }
     let passing: Vec<usize> = (0..all.len())
-        .filter(|&k| all[k].1.score >= MIN_SCORE)
+        .filter(|&k| {
+            let (ia, s) = &all[k];
+            s.score >= MIN_SCORE && s.score >= best_of_a[ia] - BEST_MARGIN
+        })
         .collect();
     let candidates: Vec<Candidate> = passing
         .iter()
@@ -256,7 +273,9 @@ fn assign_scored(b: &Dump, scored: Vec<(usize, Scored)>, anchors: &[(usize, usiz
                 weight: Weight {
                     score,
                     simplicity,
-                    shallowness: -(scope_depth(&b.tensors()[all[k].1.b].name) as i64),
+                    shallowness: -((scope_depth(&a.tensors()[all[k].0].name)
+                        + scope_depth(&b.tensors()[all[k].1.b].name))
+                        as i64),
                 },
             }
         })

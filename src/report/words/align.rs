@@ -73,14 +73,24 @@ pub fn align_comment(q: &ProposedPair) -> String {
     )
 }
 
-/// The comment lines at the top of a map file `align` writes.
-pub fn align_map_header(p: &Proposal) -> Vec<String> {
+/// A runner-up in a table cell: `name permute(0,2,1) (0.999800)`.
+pub fn runner_up(r: &crate::align::RunnerUp) -> String {
+    format!(
+        "{}{} ({})",
+        r.b,
+        r.layout.as_ref().map_or(String::new(), |l| format!(" {l}")),
+        score(Some(r.score))
+    )
+}
+
+/// The comment lines at the top of the map file `align` writes to `path`.
+pub fn align_map_header(p: &Proposal, path: &str) -> Vec<String> {
     vec![
         format!("dinodiff align {} {}", p.a, p.b),
         align_summary(p),
         "Review each [[pair]]: a score near 1 and a runner-up far below it are unambiguous.".into(),
         format!(
-            "Pin it in CI: dinodiff diff {} {} --map THIS_FILE (pairs without searching again).",
+            "Pin it in CI: dinodiff diff {} {} --map {path} (pairs without searching again).",
             p.a, p.b
         ),
     ]
