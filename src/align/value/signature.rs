@@ -151,3 +151,86 @@ pub fn sampled(
     let rms = (sum_sq / f64::from(finite)).sqrt();
     score(cosine, rms, max, moments.0, moments.1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::Dtype;
+
+    fn view(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn moments(values: &[f32]) -> Moments {
+        Moments::of(View {
+            dtype: Dtype::F32,
+            data: &view(values),
+        })
+    }
+
+    #[test]
+    fn moments_skip_non_finite_values() {
+        let m = moments(&[1.0, -3.0, f32::NAN, 2.0, f32::INFINITY]);
+        assert_eq!((m.finite, m.min, m.max, m.peak), (3, -3.0, 2.0, 3.0));
+        assert_eq!(m.mean, 0.0);
+        assert!((m.rms - (14.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!(!moments(&[0.5; 8]).informative());
+        assert!(!moments(&[f32::NAN; 8]).informative());
+    }
+
+    /// The pruning is a necessary condition: a partner that scores ≥ MIN_SCORE passes it, one
+    /// whose moments are further apart than the score allows does not.
+    #[test]
+    fn moment_pruning_keeps_drifted_partners_and_drops_others() {
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let drifted: Vec<f32> = x.iter().map(|v| v * 1.01 + 0.01).collect();
+        let (mx, md) = (moments(&x), moments(&drifted));
+        assert!(mx.may_pass(&md) && md.may_pass(&mx));
+        let shifted: Vec<f32> = x.iter().map(|v| v + 3.0).collect();
+        assert!(!mx.may_pass(&moments(&shifted)));
+        let scaled: Vec<f32> = x.iter().map(|v| v * 3.0).collect();
+        assert!(!mx.may_pass(&moments(&scaled)));
+    }
+
+    #[test]
+    fn sample_positions_are_fixed_by_the_count_and_ascending() {
+        assert_eq!(positions(5), vec![0, 1, 2, 3, 4]);
+        let p = positions(77_184);
+        assert_eq!(p, positions(77_184));
+        assert!(p.windows(2).all(|w| w[0] < w[1]) && p.len() > SAMPLES - 4);
+        assert!(*p.last().unwrap() < 77_184);
+    }
+
+    /// The sampled score of a tensor against itself under the permutation that makes it equal is
+    /// 1; under the wrong permutation it is low.
+    #[test]
+    fn sampled_scores_tell_the_right_reading() {
+        let x: Vec<f32> = (0..600)
+            .map(|i| ((i * 7919 % 613) as f32) / 100.0 - 3.0)
+            .collect();
+        // B = x.transpose(1, 0) of shape [20, 30] -> [30, 20].
+        let b: Vec<f32> = (0..600).map(|k| x[(k % 20) * 30 + k / 20]).collect();
+        let (bytes_a, bytes_b) = (view(&x), view(&b));
+        let (va, vb) = (
+            View {
+                dtype: Dtype::F32,
+                data: &bytes_a,
+            },
+            View {
+                dtype: Dtype::F32,
+                data: &bytes_b,
+            },
+        );
+        let at = positions(600);
+        let values = sample(va, &at);
+        let (ma, mb) = (moments(&x), moments(&b));
+        let right: crate::align::layout::Layout = "permute(1,0)".parse().unwrap();
+        let right = right.resolve(&[30, 20], &[20, 30]).unwrap();
+        assert_eq!(sampled(&values, &at, vb, &right, (&ma, &mb)), 1.0);
+        let wrong: crate::align::layout::Layout = "reshape(20,30)".parse().unwrap();
+        let wrong = wrong.resolve(&[30, 20], &[20, 30]).unwrap();
+        assert!(sampled(&values, &at, vb, &wrong, (&ma, &mb)) < 0.5);
+    }
+}
