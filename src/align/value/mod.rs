@@ -49,7 +49,7 @@ pub const SAMPLED_FLOOR: f64 = 0.3;
 /// Candidates within this of an A tensor's best sampled score are compared exactly.
 pub const SAMPLED_MARGIN: f64 = 0.05;
 /// At most this many exact comparisons per A tensor.
-pub const EXACT_PER_TENSOR: usize = 8;
+pub const EXACT_PER_TENSOR: usize = 12;
 
 /// Score quantization: scores equal to 1e-6 weigh the same.
 const QUANTUM: f64 = 1e6;
@@ -167,7 +167,14 @@ fn shortlist(
             }
         }
     }
-    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(y.2.cmp(&x.2)));
+    // Best first, in the order ties are broken later: layout, scope, B position.
+    let depth = |ib: usize| scope_depth(&b.tensors()[ib].name);
+    ranked.sort_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(x.1.cmp(&y.1))
+            .then(depth(x.2).cmp(&depth(y.2)))
+            .then(x.2.cmp(&y.2))
+    });
     let Some(best) = ranked.first().map(|r| r.0) else {
         return vec![];
     };
