@@ -272,3 +272,50 @@ fn map_layout_errors_name_the_line_and_the_pair() {
         "{err}"
     );
 }
+
+/// A triangle of a reference with stage names and two dumps without: the port ⇔ export side is
+/// shown under the reference's stages too.
+#[test]
+fn the_triangle_port_side_takes_the_reference_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), 0.0);
+    // C: the port's values under yet other names, one more layout.
+    let b = dir.path().join("b.st");
+    let mut bytes = std::fs::read(&b).unwrap();
+    let (from, to) = (b"/blocks.", b"/stages.");
+    let at: Vec<usize> = (0..bytes.len() - from.len())
+        .filter(|&i| &bytes[i..i + from.len()] == from)
+        .collect();
+    assert!(at.len() >= 6);
+    for i in at {
+        bytes[i..i + to.len()].copy_from_slice(to);
+    }
+    std::fs::write(dir.path().join("c.st"), &bytes).unwrap();
+    let json = json_in(
+        dir.path(),
+        &[
+            "diff", "a.st", "b.st", "c.st", "--align", "auto", "--format", "json",
+        ],
+        0,
+    );
+    let port_export = &json["sides"][2];
+    assert_eq!(port_export["side"], "port_export");
+    let names: Vec<&str> = port_export["report"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["canonical"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "tokens",
+            "blocks.0.attn.v",
+            "blocks.0.attn.sdpa",
+            "blocks.0.output",
+            "blocks.1.output",
+            "norm"
+        ]
+    );
+}
