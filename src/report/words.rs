@@ -243,6 +243,7 @@ fn finding_short(d: &Diagnosis) -> &'static str {
         Diagnosis::ExportDrifts(_) => "the export drifts",
         Diagnosis::PortDiverges(_) => "the port diverges",
         Diagnosis::BothDiverge { .. } => "port and export both depart",
+        Diagnosis::Incomplete(_) => "too little paired to diagnose",
     }
 }
 
@@ -486,6 +487,14 @@ pub fn diagnosis(names: &[String; 3], d: &Diagnosis) -> String {
              the difference.",
             stage_figures(f)
         ),
+        Diagnosis::Incomplete(side) => {
+            let (x, y) = side.ends();
+            format!(
+                "{} ⇔ {} compares too little to diagnose (coverage below --min-coverage): pair \
+                 more of their tensors (--align auto, --map) or lower --min-coverage.",
+                names[x], names[y]
+            )
+        }
         Diagnosis::BothDiverge { port, export } => format!(
             "both the port and the export depart: {na} ⇔ {nb} diverges first at {} (fix {nb} \
              there), and {nc} also drifts from {nb}, first at {}.",

@@ -319,3 +319,24 @@ fn the_triangle_port_side_takes_the_reference_stages() {
         ]
     );
 }
+
+/// A side that pairs too little fails by its coverage alone: the diagnosis says so (it used to
+/// panic, looking for the side's first stage over tolerance).
+#[test]
+fn a_triangle_side_that_pairs_too_little_is_incomplete_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), 0.0);
+    std::fs::copy(dir.path().join("b.st"), dir.path().join("c.st")).unwrap();
+    let json = json_in(
+        dir.path(),
+        &["diff", "a.st", "b.st", "c.st", "--format", "json"],
+        1,
+    );
+    assert_eq!(json["diagnosis"]["finding"], "incomplete");
+    assert_eq!(json["diagnosis"]["first_over"], serde_json::json!([]));
+    let text = json["diagnosis"]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("a.st ⇔ b.st compares too little to diagnose"),
+        "{text}"
+    );
+}
