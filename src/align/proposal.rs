@@ -43,14 +43,14 @@ pub struct Proposal {
 }
 
 /// The score of a pair found by name, when it can be compared by value.
-fn name_evidence(a: &Dump, b: &Dump, p: &super::Pair) -> Option<value::Scored> {
+fn name_evidence(
+    (a, b): (&Dump, &Dump),
+    (ia, ib): (usize, usize),
+    p: &super::Pair,
+) -> Option<value::Scored> {
     if p.shapes == ShapeRelation::Mismatch {
         return None;
     }
-    let (ia, ib) = (
-        a.tensors().iter().position(|t| t.name == p.a)?,
-        b.tensors().iter().position(|t| t.name == p.b)?,
-    );
     let (ta, tb) = (&a.tensors()[ia], &b.tensors()[ib]);
     let float = |t: &crate::dump::TensorEntry| {
         crate::dump::element::ElementKind::of(t.dtype) == crate::dump::element::ElementKind::Float
@@ -70,6 +70,7 @@ pub fn propose(a: &Dump, b: &Dump, map: &NameMap) -> anyhow::Result<Proposal> {
         unmatched_a,
         unmatched_b,
     } = super::align_in(a, b, map, Mode::Auto)?;
+    let (pa, pb) = (super::positions(a), super::positions(b));
     let pairs = pairs
         .par_iter()
         .map(|p| {
@@ -80,14 +81,17 @@ pub fn propose(a: &Dump, b: &Dump, map: &NameMap) -> anyhow::Result<Proposal> {
                     e.cosine,
                     e.runner_up.clone(),
                 ),
-                None => name_evidence(a, b, p).map_or((None, None, None, None), |s| {
-                    (
-                        Some(s.score),
-                        Some(s.metrics.max_abs),
-                        s.metrics.cosine,
-                        None,
-                    )
-                }),
+                None => name_evidence((a, b), (pa[p.a.as_str()], pb[p.b.as_str()]), p).map_or(
+                    (None, None, None, None),
+                    |s| {
+                        (
+                            Some(s.score),
+                            Some(s.metrics.max_abs),
+                            s.metrics.cosine,
+                            None,
+                        )
+                    },
+                ),
             };
             ProposedPair {
                 a: p.a.clone(),
