@@ -350,7 +350,11 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
     let mut out = Vec::new();
     let shape = |s: &[usize]| format!("{s:?}");
     if p.a != p.b {
-        out.push(format!("A tensor {:?}, B tensor {:?}", p.a, p.b));
+        let by = match p.paired_by {
+            crate::align::PairedBy::Value => " (paired by value)",
+            _ => "",
+        };
+        out.push(format!("A tensor {:?}, B tensor {:?}{by}", p.a, p.b));
     }
     let Some(m) = &p.metrics else {
         out.push(format!(
@@ -381,7 +385,13 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
     if let Some(r) = p.amplification {
         out.push(format!("amplification {r:.2}× against the stage before it"));
     }
-    if p.shape_a != p.shape_b {
+    if let Some(layout) = &p.layout {
+        out.push(format!(
+            "B {} read as A's {} through {layout}",
+            shape(&p.shape_b),
+            shape(&p.shape_a)
+        ));
+    } else if p.shape_a != p.shape_b {
         out.push(format!(
             "shapes reconciled: A {} vs B {} (leading singleton dims)",
             shape(&p.shape_a),
