@@ -6,12 +6,11 @@ here with numpy and independent of dinodiff, and the dumps the aligner is given.
 - `layouts_matching` / `value_partners`: the tensors of a dump that hold a reference tensor's
   values under some axis permutation and reshape (numpy, every permutation tried);
 - `apply_layout`: the layout grammar of docs/alignment.md (`reshape(..)|permute(..)`), in numpy;
-- `unnamed_copy`: a dump rewritten without stage names (tensors under their native value names,
-  stage fields dropped), written with safetensors' own Python API;
+- `unnamed_copy` (tools/make_unnamed_dump.py): a dump rewritten without stage names (tensors
+  under their ONNX value names, stage fields dropped), written with safetensors' own Python API;
 - `score`: precision and recall of the aligner's pairs against a truth."""
 
 import itertools
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 sys.path.insert(0, str(TOOLS))
 from dumpfile import read_dump  # noqa: E402
+from make_unnamed_dump import sliced_values, unnamed_copy  # noqa: E402,F401  (re-exported)
 
 BLOCK = ["norm1", "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.sdpa", "attn", "ls1",
          "residual1", "norm2", "mlp.hidden", "mlp", "ls2", "output"]
@@ -105,46 +105,6 @@ def apply_layout(b, layout, a_shape):
     assert squeeze_leading(x.shape) == squeeze_leading(a_shape), (
         f"layout {layout!r} turns {list(b.shape)} into {list(x.shape)}, not A's {list(a_shape)}")
     return x.reshape(a_shape)
-
-
-def unnamed_copy(src, dst, *, drop=lambda name, rec: False, replace=None):
-    """Rewrites dump `src` as `dst` without stage names: each stage tensor goes back under its
-    ONNX value name (`onnx_value`) and ONNX shape (`onnx_shape`), `stage` / `stage_rule` are
-    dropped; derived tensors (no ONNX value) and `unmarked/`, `deployed/` are left out, and so is
-    whatever `drop(name, record)` says. `replace` {stage: array} gives the full value of a stage
-    that was sliced out of it. Written with safetensors' own API (it stores tensors in its own
-    order; the manifest's `order` keeps execution order). Returns {stage: name in dst}."""
-    from safetensors.numpy import save_file
-
-    manifest, tensors = read_dump(src)
-    out, records, order, truth = {}, {}, [], {}
-    for name in manifest["order"]:
-        rec = dict(manifest["tensors"][name])
-        if (name.startswith(("unmarked/", "deployed/")) or "derived" in rec
-                or drop(name, rec)):
-            continue
-        t = tensors[name]
-        stage = rec.pop("stage", None)
-        rec.pop("stage_rule", None)
-        new = name
-        if stage and stage != "input":
-            new = rec["onnx_value"]
-            if replace and stage in replace:
-                t = replace[stage]
-                rec.pop("sliced", None)
-            elif "onnx_shape" in rec:
-                t = t.reshape(rec["onnx_shape"])
-            rec.pop("onnx_shape", None)
-            truth[stage] = new
-        assert new not in out, f"{new} twice"
-        out[new] = np.ascontiguousarray(t)
-        records[new] = rec
-        order.append(new)
-    manifest.update(order=order, tensors=records, source="other")
-    manifest.pop("onnx", None)
-    save_file(out, str(dst), metadata={"dinodiff.format_version": "1",
-                                       "dinodiff.manifest": json.dumps(manifest)})
-    return truth
 
 
 def score(pairs, truth, stages, strict=None):

@@ -19,7 +19,6 @@ the aligner (issue 15). A = `capture meta` of a random Meta-format checkpoint; B
 Precision and recall over the canonical stages must be >= 0.98 (printed with `pytest -s`)."""
 
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -30,8 +29,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from align_fixtures import (TOOLS, apply_layout, canonical, describe, layouts_matching,  # noqa: E402
-                            python_marked, read_dump, score, squeeze_leading, unnamed_copy,
-                            value_partners)
+                            python_marked, read_dump, score, sliced_values, squeeze_leading,
+                            unnamed_copy, value_partners)
 
 D, DEPTH, HEADS, IMG = 64, 3, 2, 48
 STAGES = canonical(DEPTH)
@@ -56,21 +55,6 @@ def aligner(dinodiff_bin):
     return dinodiff_bin
 
 
-def jax2onnx_rope_tables(model_path, manifest):
-    """The full RoPE tables of the jax2onnx export ([1, N, 1, hd] Constants): the dump holds
-    their last hw rows only, as rope.sin / rope.cos."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(model_path))
-    tables = {}
-    for stage in ("rope.sin", "rope.cos"):
-        native = manifest["tensors"][stage]["native"]
-        tables[stage] = next(numpy_helper.to_array(n.attribute[0].t) for f in model.functions
-                             for n in f.node if n.op_type == "Constant" and n.output[0] == native)
-    return tables
-
-
 def export_meta_like(weights, path, exporter):
     import torch
 
@@ -91,8 +75,6 @@ def export_meta_like(weights, path, exporter):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, dinodiff_bin):
-    import torch
-
     from align_meta_like import hooked_run
     d = tmp_path_factory.mktemp("align_exports")
 
@@ -131,7 +113,7 @@ def work(tmp_path_factory, dinodiff_bin):
     tool("meta_to_eqx.py", "--weights", d / "m.pth", "--img-size", IMG, "-o", d / "m.eqx")
     tool("export_onnx.py", "--model", d / "m.eqx", "-o", d / "jax.onnx")
     rules_case("jax2onnx", d / "jax.onnx",
-               replace=lambda manifest: jax2onnx_rope_tables(d / "jax.onnx", manifest))
+               replace=lambda manifest: sliced_values(d / "jax.onnx", manifest))
 
     for exporter in ("dynamo", "legacy"):
         path = d / f"meta-like-{exporter}.onnx"
@@ -147,7 +129,6 @@ def work(tmp_path_factory, dinodiff_bin):
            d / f"meta-like-{exporter}.st")
         cases[f"meta-like-{exporter}"] = {"b": d / f"meta-like-{exporter}.st", "truth": truth,
                                           "strict": None}
-    torch.set_num_threads(os.cpu_count() or 1)
     return d, meta, cases
 
 
