@@ -19,6 +19,7 @@ the aligner (issue 15). A = `capture meta` of a random Meta-format checkpoint; B
 Precision and recall over the canonical stages must be >= 0.98 (printed with `pytest -s`)."""
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -236,10 +237,17 @@ def test_diff_align_auto_on_a_meta_like_export(work, aligner, exporter):
             assert squeeze_leading(p["shape_a"]) != squeeze_leading(p["shape_b"]), p
             permuted += 1
     assert permuted == 3 * DEPTH
-    # The stage table shows B's tensors under A's stage names.
+    # The stage table shows B's tensors under A's stage names: a number in every block's q, k
+    # and v cells (columns 3 to 5 of the grid), `·` (absent) for the qkv no value holds.
     table = subprocess.run([str(aligner), "diff", d / "meta.st", c["b"], "--align", "auto",
-                            "--width", "200"], capture_output=True, text=True).stdout
-    assert "blocks.2" in table or "  2 " in table, table
+                            "--width", "250", "--color", "never"], capture_output=True,
+                           text=True).stdout
+    rows = {line.split("┆")[0].strip("│ "): [c.strip() for c in line.split("┆")[1:]]
+            for line in table.splitlines() if line.startswith("│ block ")}
+    assert sorted(rows) == [f"block {i}" for i in range(DEPTH)], table
+    for cells in rows.values():
+        assert cells[1] == "·", table
+        assert all(re.fullmatch(r"0|\d\.\de-\d+", c) for c in cells[2:5]), table
 
 
 def test_map_round_trip(work, aligner, tmp_path):
@@ -275,4 +283,4 @@ def test_map_round_trip(work, aligner, tmp_path):
 
     assert facts(pinned) == facts(auto)
     assert pinned["verdict"] == auto["verdict"]
-    assert {p["paired_by"] for p in pinned["pairs"]} <= {"name", "stage", "map", "map_pair"}
+    assert {p["paired_by"] for p in pinned["pairs"]} <= {"name", "map_pair", "map_rewrite"}
