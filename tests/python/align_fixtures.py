@@ -57,8 +57,10 @@ def squeeze_leading(shape):
 
 
 def layouts_matching(b, a, atol=0.0, rtol=0.0):
-    """The axis permutations p of b such that b.transpose(p), read in row-major order, holds a's
-    values (within atol + rtol·|a|; exactly when both are 0). [] when none does."""
+    """The ways b holds a's values (within atol + rtol·|a|; exactly when both are 0): b's axes
+    permuted then read in row-major order (`("permute", p)`), or b read as a's shape with its
+    axes in another order, then permuted back (`("split", p)`: a head split, NCHW). [] when none
+    does. Every permutation is tried."""
     if b.size != a.size or b.dtype.kind not in "fiu":
         return []
     av = a.astype(np.float64).ravel()
@@ -66,15 +68,22 @@ def layouts_matching(b, a, atol=0.0, rtol=0.0):
     # Cheap necessary condition first: the same multiset of values.
     if not np.allclose(np.sort(bv.ravel()), np.sort(av), atol=atol, rtol=rtol):
         return []
-    found = []
-    seen = set()
+    found, seen = [], set()
     for p in itertools.permutations(range(b.ndim)):
-        key = tuple(b.shape[i] for i in p if b.shape[i] != 1), tuple(i for i in p if b.shape[i] != 1)
-        if key in seen:
+        order = tuple(i for i in p if b.shape[i] != 1)  # singleton axes do not move elements
+        if order in seen:
             continue
-        seen.add(key)
+        seen.add(order)
         if np.allclose(np.transpose(bv, p).ravel(), av, atol=atol, rtol=rtol):
-            found.append(p)
+            found.append(("permute", p))
+    a_shape = a.shape
+    for p in itertools.permutations(range(a.ndim)):
+        shape = tuple(a_shape[i] for i in p)
+        if shape == tuple(b.shape):  # b as is: the permutations above
+            continue
+        back = np.transpose(bv.reshape(shape), np.argsort(p))
+        if np.allclose(back.ravel(), av, atol=atol, rtol=rtol):
+            found.append(("split", p))
     return found
 
 
