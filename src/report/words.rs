@@ -7,10 +7,12 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
+mod align;
 mod deployed;
 mod grid;
 mod page;
 mod sizes;
+pub use align::*;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
 pub use grid::*;
@@ -241,6 +243,7 @@ fn finding_short(d: &Diagnosis) -> &'static str {
         Diagnosis::ExportDrifts(_) => "the export drifts",
         Diagnosis::PortDiverges(_) => "the port diverges",
         Diagnosis::BothDiverge { .. } => "port and export both depart",
+        Diagnosis::Incomplete(_) => "too little paired to diagnose",
     }
 }
 
@@ -347,7 +350,11 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
     let mut out = Vec::new();
     let shape = |s: &[usize]| format!("{s:?}");
     if p.a != p.b {
-        out.push(format!("A tensor {:?}, B tensor {:?}", p.a, p.b));
+        let by = match p.paired_by {
+            crate::align::PairedBy::Value => " (paired by value)",
+            _ => "",
+        };
+        out.push(format!("A tensor {:?}, B tensor {:?}{by}", p.a, p.b));
     }
     let Some(m) = &p.metrics else {
         out.push(format!(
@@ -378,7 +385,13 @@ pub fn detail_lines(p: &PairResult) -> Vec<String> {
     if let Some(r) = p.amplification {
         out.push(format!("amplification {r:.2}× against the stage before it"));
     }
-    if p.shape_a != p.shape_b {
+    if let Some(layout) = &p.layout {
+        out.push(format!(
+            "B {} read as A's {} through {layout}",
+            shape(&p.shape_b),
+            shape(&p.shape_a)
+        ));
+    } else if p.shape_a != p.shape_b {
         out.push(format!(
             "shapes reconciled: A {} vs B {} (leading singleton dims)",
             shape(&p.shape_a),
@@ -484,6 +497,14 @@ pub fn diagnosis(names: &[String; 3], d: &Diagnosis) -> String {
              the difference.",
             stage_figures(f)
         ),
+        Diagnosis::Incomplete(side) => {
+            let (x, y) = side.ends();
+            format!(
+                "{} ⇔ {} compares too little to diagnose (coverage below --min-coverage): pair \
+                 more of their tensors (--align auto, --map) or lower --min-coverage.",
+                names[x], names[y]
+            )
+        }
         Diagnosis::BothDiverge { port, export } => format!(
             "both the port and the export depart: {na} ⇔ {nb} diverges first at {} (fix {nb} \
              there), and {nc} also drifts from {nb}, first at {}.",
