@@ -24,13 +24,6 @@ STAGES = canonical(DEPTH)
 
 
 @pytest.fixture(scope="module")
-def aligner(dinodiff_bin):
-    if subprocess.run([str(dinodiff_bin), "align", "--help"], capture_output=True).returncode:
-        pytest.skip(f"{dinodiff_bin} has no `align` command yet (issue 15 in progress)")
-    return dinodiff_bin
-
-
-@pytest.fixture(scope="module")
 def recording(tmp_path_factory, dinodiff_bin):
     import os
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -74,9 +67,9 @@ def test_every_stage_has_a_partner(recording):
     assert len(b) - len(strict) - 1 == 8 * DEPTH + 2
 
 
-def test_align_an_equinox_recording(recording, aligner):
+def test_align_an_equinox_recording(recording, dinodiff_bin):
     d, meta, b, truth, strict = recording
-    proc = subprocess.run([str(aligner), "align", d / "meta.st", d / "eqx.st", "--format",
+    proc = subprocess.run([str(dinodiff_bin), "align", d / "meta.st", d / "eqx.st", "--format",
                            "json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -90,8 +83,8 @@ def test_align_an_equinox_recording(recording, aligner):
             assert p["max_abs"] == pytest.approx(want, rel=1e-9, abs=1e-15), p
     assert result["precision"] >= 0.98 and result["recall"] >= 0.98, describe("eqx", result)
     # The diff through that alignment passes: the recording is Meta's computation.
-    proc = subprocess.run([str(aligner), "diff", d / "meta.st", d / "eqx.st", "--align", "auto",
-                           "--format", "json"], capture_output=True, text=True)
+    proc = subprocess.run([str(dinodiff_bin), "diff", d / "meta.st", d / "eqx.st", "--align",
+                           "auto", "--format", "json"], capture_output=True, text=True)
     diff = json.loads(proc.stdout)
     assert proc.returncode == 0 and diff["verdict"]["pass"] is True, diff["verdict"]
     assert diff["verdict"]["coverage"]["fraction"] >= 0.98

@@ -44,18 +44,6 @@ def tool(script, *args):
     assert proc.returncode == 0, f"{script} failed:\n{proc.stderr}"
 
 
-def align_command_exists(dinodiff_bin):
-    return subprocess.run([str(dinodiff_bin), "align", "--help"],
-                          capture_output=True).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def aligner(dinodiff_bin):
-    if not align_command_exists(dinodiff_bin):
-        pytest.skip(f"{dinodiff_bin} has no `align` command yet (issue 15 in progress)")
-    return dinodiff_bin
-
-
 def export_meta_like(weights, path, exporter):
     import torch
 
@@ -181,10 +169,10 @@ def test_the_truths(work, case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_align_finds_the_true_partners(work, aligner, case):
+def test_align_finds_the_true_partners(work, dinodiff_bin, case):
     d, meta, cases = work
     c = cases[case]
-    report = align_json(aligner, d / "meta.st", c["b"])
+    report = align_json(dinodiff_bin, d / "meta.st", c["b"])
     pairs = {p["a"]: p["b"] for p in report["pairs"]}
     result = score(pairs, c["truth"], STAGES, c["strict"])
     print(describe(case, result))
@@ -197,18 +185,18 @@ def test_align_finds_the_true_partners(work, aligner, case):
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
-def test_diff_align_auto_on_a_meta_like_export(work, aligner, exporter):
+def test_diff_align_auto_on_a_meta_like_export(work, dinodiff_bin, exporter):
     """The issue's scenario: without alignment nothing but `input` pairs (and the diff says so,
     never PASS); with --align auto the stages pair, the permuted q / k / v are compared through
     their layout, and no pair is a shape mismatch."""
     d, meta, cases = work
     c = cases[f"meta-like-{exporter}"]
-    plain = subprocess.run([str(aligner), "diff", d / "meta.st", c["b"], "--format", "json"],
+    plain = subprocess.run([str(dinodiff_bin), "diff", d / "meta.st", c["b"], "--format", "json"],
                            capture_output=True, text=True)
     plain_report = json.loads(plain.stdout)
     assert plain.returncode == 1 and plain_report["verdict"]["pass"] is False
     assert plain_report["verdict"]["incomplete"] is True
-    proc = subprocess.run([str(aligner), "diff", d / "meta.st", c["b"], "--format", "json",
+    proc = subprocess.run([str(dinodiff_bin), "diff", d / "meta.st", c["b"], "--format", "json",
                            "--align", "auto"], capture_output=True, text=True)
     assert proc.returncode in (0, 1), proc.stderr
     report = json.loads(proc.stdout)
@@ -239,7 +227,7 @@ def test_diff_align_auto_on_a_meta_like_export(work, aligner, exporter):
     assert permuted == 3 * DEPTH
     # The stage table shows B's tensors under A's stage names: a number in every block's q, k
     # and v cells (columns 3 to 5 of the grid), `·` (absent) for the qkv no value holds.
-    table = subprocess.run([str(aligner), "diff", d / "meta.st", c["b"], "--align", "auto",
+    table = subprocess.run([str(dinodiff_bin), "diff", d / "meta.st", c["b"], "--align", "auto",
                             "--width", "250", "--color", "never"], capture_output=True,
                            text=True).stdout
     rows = {line.split("┆")[0].strip("│ "): [c.strip() for c in line.split("┆")[1:]]
@@ -250,14 +238,14 @@ def test_diff_align_auto_on_a_meta_like_export(work, aligner, exporter):
         assert all(re.fullmatch(r"0|\d\.\de-\d+", c) for c in cells[2:5]), table
 
 
-def test_map_round_trip(work, aligner, tmp_path):
+def test_map_round_trip(work, dinodiff_bin, tmp_path):
     """`align -o map.toml` writes a map Python's tomllib reads, with a layout wherever the shapes
     differ beyond leading singleton dimensions; `diff --map map.toml` then gives the same pairs
     and numbers as `diff --align auto`."""
     d, meta, cases = work
     b_path = cases["meta-like-legacy"]["b"]
     out = tmp_path / "map.toml"
-    proc = subprocess.run([str(aligner), "align", d / "meta.st", b_path, "-o", out],
+    proc = subprocess.run([str(dinodiff_bin), "align", d / "meta.st", b_path, "-o", out],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     m = tomllib.loads(out.read_text())
@@ -271,7 +259,7 @@ def test_map_round_trip(work, aligner, tmp_path):
             apply_layout(b[entry["b"]], entry["layout"], shape_a)  # the grammar, in numpy
 
     def diff(*flags):
-        proc = subprocess.run([str(aligner), "diff", d / "meta.st", b_path, "--format", "json",
+        proc = subprocess.run([str(dinodiff_bin), "diff", d / "meta.st", b_path, "--format", "json",
                                *map(str, flags)], capture_output=True, text=True)
         assert proc.returncode in (0, 1), proc.stderr
         return json.loads(proc.stdout)

@@ -28,13 +28,6 @@ STAGES = canonical(DEPTH)
 
 
 @pytest.fixture(scope="module")
-def aligner(dinodiff_bin):
-    if subprocess.run([str(dinodiff_bin), "align", "--help"], capture_output=True).returncode:
-        pytest.skip(f"{dinodiff_bin} has no `align` command yet (issue 15 in progress)")
-    return dinodiff_bin
-
-
-@pytest.fixture(scope="module")
 def hooked(tmp_path_factory, dinodiff_bin):
     import torch
     from safetensors.numpy import save_file
@@ -100,9 +93,9 @@ def test_the_hooks_hold_the_stages(hooked):
                                                         "pooled"}, missing
 
 
-def test_align_user_hooks_in_a_stock_safetensors_file(hooked, aligner):
+def test_align_user_hooks_in_a_stock_safetensors_file(hooked, dinodiff_bin):
     d, meta, b, truth = hooked
-    proc = subprocess.run([str(aligner), "align", d / "meta.st", d / "hooks.safetensors",
+    proc = subprocess.run([str(dinodiff_bin), "align", d / "meta.st", d / "hooks.safetensors",
                            "--format", "json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
