@@ -17,6 +17,7 @@ use std::io::{IsTerminal, Write};
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Diff(args) => run_diff(&args),
+        Command::Align(args) => run_align(&args),
         Command::Report(args) => run_report(&args),
         Command::Inspect(args) => run_inspect(&args),
         Command::Prep(args) => {
@@ -159,6 +160,7 @@ fn diff_options(args: &CompareArgs, tokens: bool) -> Result<DiffOptions> {
         map,
         min_coverage: args.min_coverage,
         tokens,
+        align: args.align.into(),
     })
 }
 
@@ -278,21 +280,50 @@ fn write_html(
             list_unmatched: args.list_unmatched,
         },
     );
+    write_atomically(path, page.as_bytes(), "the report")?;
+    Ok(page.len())
+}
+
+/// Writes a file beside its destination and renames it into place, readable like any file the
+/// user writes; `what` names it in messages.
+fn write_atomically(path: &std::path::Path, bytes: &[u8], what: &str) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let fail =
-        |e: std::io::Error| anyhow::anyhow!("cannot write the report {}: {e}", path.display());
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot write {what} {}: {e}", path.display());
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    file.write_all(page.as_bytes()).map_err(fail)?;
-    // A page to share: readable like any file the user writes (tempfile makes it 0600).
+    file.write_all(bytes).map_err(fail)?;
+    // tempfile makes it 0600.
     use std::os::unix::fs::PermissionsExt;
     file.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(fail)?;
     file.persist(path).map_err(|e| fail(e.error))?;
-    Ok(page.len())
+    Ok(())
+}
+
+/// `dinodiff align`: the pairing on stdout, the map file with `-o`.
+fn run_align(args: &crate::cli::AlignArgs) -> Result<u8> {
+    use dinodiff::align::proposal;
+    let map = match &args.map {
+        Some(p) => dinodiff::align::NameMap::load(p)?,
+        None => dinodiff::align::NameMap::default(),
+    };
+    let (a, b) = (Dump::open(&args.a)?, Dump::open(&args.b)?);
+    diff::check_inputs(&a, &b, args.allow_input_mismatch)?;
+    let proposal = proposal::propose(&a, &b, &map)?;
+    if let Some(path) = &args.output {
+        let header = report::words::align_map_header(&proposal, &path.display().to_string());
+        let text = proposal::map_text(&proposal, &map, &header, report::words::align_comment);
+        write_atomically(path, text.as_bytes(), "the map file")?;
+        eprintln!("wrote {}", path.display());
+    }
+    print(&match args.format {
+        ListFormat::Table => report::align::table(&proposal),
+        ListFormat::Json => json_text(&proposal),
+    })?;
+    Ok(exit::WITHIN_TOLERANCE)
 }
 
 fn json_text(value: &impl serde::Serialize) -> String {

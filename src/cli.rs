@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Compare two dumps: headline cosine / max|Δ|, a per-stage table, the first stage over tolerance
     Diff(DiffArgs),
+    /// Pair two dumps' tensors by name, then by value (layouts reconciled); print the pairing and
+    /// write it as a map file that `diff --map` reuses (docs/alignment.md)
+    Align(AlignArgs),
     /// Write an HTML report of a diff or triangulation: heatmaps, depth curves, token breakdowns,
     /// patch-grid error maps over the input image, the diagnosis and each dump's provenance
     Report(ReportArgs),
@@ -174,6 +177,46 @@ pub struct CompareArgs {
     /// List the tensors that found no partner
     #[arg(long)]
     pub list_unmatched: bool,
+    /// How tensors are paired: by name (and --map) only, or auto = by name, then the rest by
+    /// value, B read through the layout that matches (see `dinodiff align`)
+    #[arg(long, value_enum, default_value_t = AlignArg::Names)]
+    pub align: AlignArg,
+}
+
+/// `--align`: how `diff` pairs tensors (maps onto [`dinodiff::align::Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlignArg {
+    Names,
+    Auto,
+}
+
+impl From<AlignArg> for dinodiff::align::Mode {
+    fn from(a: AlignArg) -> Self {
+        match a {
+            AlignArg::Names => Self::Names,
+            AlignArg::Auto => Self::Auto,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AlignArgs {
+    /// The reference dump (A)
+    pub a: PathBuf,
+    /// The dump whose tensors are paired with A's (B)
+    pub b: PathBuf,
+    /// Write the pairing as a map file (TOML: [[pair]] with layouts, reviewable; `diff --map`
+    /// reproduces it without searching again)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// A map file whose pairs and rewrite rules come first (see docs/alignment.md)
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Pair dumps whose manifests record different input hashes
+    #[arg(long)]
+    pub allow_input_mismatch: bool,
 }
 
 #[derive(Args, Debug)]

@@ -23,10 +23,11 @@
 
 pub mod tokens;
 
+use crate::align::layout::Strided;
 use crate::align::{self, NameMap, PairedBy, ShapeRelation};
 use crate::dump::{Dump, OptimizerEffect, SourceKind, TensorEntry};
 use crate::metrics::tokens::{TokenDeltas, TokenLayout};
-use crate::metrics::{self, Comparison, Tolerance, View};
+use crate::metrics::{self, Comparison, Gather, Tolerance, View};
 use crate::model::Stage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -142,6 +143,10 @@ pub struct PairResult {
     pub dtype_a: String,
     pub dtype_b: String,
     pub shapes: ShapeRelation,
+    /// How B is read to give A's layout (`--align auto`, or a map's `[[pair]]`); absent: as
+    /// stored. Metrics, `argmax_index` and tokens are in A's layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     /// Absent on a shape mismatch.
     pub metrics: Option<Comparison>,
     /// Multi-dimensional index of `metrics.argmax` in A's shape.
@@ -276,6 +281,8 @@ pub struct DiffOptions {
     pub min_coverage: f64,
     /// Split each pair's differences by token category (`--tokens`).
     pub tokens: bool,
+    /// Pair by names only, or by names then values (`--align`).
+    pub align: align::Mode,
 }
 
 pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, InputMismatch> {
@@ -305,6 +312,39 @@ pub fn check_inputs(a: &Dump, b: &Dump, allow: bool) -> Result<InputCheck, Input
     })
 }
 
+/// B's bytes in A's order: as stored, or gathered through the pair's layout (one tensor, for the
+/// token breakdown, which reads whole tensors).
+fn reordered<'b>(b: View<'b>, order: Option<&Strided>) -> std::borrow::Cow<'b, [u8]> {
+    match order {
+        None => std::borrow::Cow::Borrowed(b.data),
+        Some(o) => {
+            let size = crate::dump::element::element_size(b.dtype);
+            let mut out = vec![0u8; b.data.len()];
+            o.gather(b.data, size, 0, o.elements(), &mut out);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+/// B's tensor `tb` in A's layout (A's shape `a_shape`): as stored without a layout, else gathered
+/// through the pair's `layout` (its text in a [`PairResult`]). For readers of whole tensors (the
+/// report's figures); `None` when the layout does not fit.
+pub fn b_in_a_order<'b>(
+    b: &'b Dump,
+    tb: &TensorEntry,
+    a_shape: &[usize],
+    layout: Option<&str>,
+) -> Option<std::borrow::Cow<'b, [u8]>> {
+    let order = match layout {
+        None => None,
+        Some(text) => {
+            let l: crate::align::layout::Layout = text.parse().ok()?;
+            Some(l.resolve(&tb.shape, a_shape).ok()?)
+        }
+    };
+    Some(reordered(View::of(b, tb), order.as_ref()))
+}
+
 /// Compares one aligned pair (and splits it by token when there is a layout).
 fn compare_pair(
     a: &Dump,
@@ -315,11 +355,23 @@ fn compare_pair(
 ) -> PairResult {
     let (ta, tb) = (a.get(&p.a).expect("aligned"), b.get(&p.b).expect("aligned"));
     let (va, vb) = (View::of(a, ta), View::of(b, tb));
+    let order = p.layout.as_ref().map(|l| {
+        l.resolve(&tb.shape, &ta.shape)
+            .expect("alignment checked the layout")
+    });
+    let order = order.filter(|o| !o.is_contiguous());
     let comparable = p.shapes != ShapeRelation::Mismatch;
-    let metrics = comparable.then(|| metrics::compare(va, vb, tolerance));
-    let tokens = token_layout
-        .filter(|_| comparable)
-        .and_then(|layout| tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout));
+    let metrics = comparable.then(|| {
+        metrics::compare_through(va, vb, order.as_ref().map(|o| o as &dyn Gather), tolerance)
+    });
+    let tokens = token_layout.filter(|_| comparable).and_then(|layout| {
+        let data = reordered(vb, order.as_ref());
+        let vb = View {
+            dtype: vb.dtype,
+            data: &data,
+        };
+        tokens::pair_tokens(&p.key, &ta.shape, va, vb, layout)
+    });
     let argmax_index = metrics
         .as_ref()
         .and_then(|m| m.argmax)
@@ -336,6 +388,7 @@ fn compare_pair(
         dtype_a: ta.dtype.to_string(),
         dtype_b: tb.dtype.to_string(),
         shapes: p.shapes.clone(),
+        layout: p.layout.as_ref().map(ToString::to_string),
         metrics,
         argmax_index,
         amplification: None,
@@ -345,8 +398,27 @@ fn compare_pair(
 }
 
 pub fn diff(a: &Dump, b: &Dump, opts: &DiffOptions) -> anyhow::Result<DiffReport> {
+    diff_aliased(a, b, opts, &std::collections::HashMap::new())
+}
+
+/// [`diff`], with stage names for A's tensors that do not bear one (`aliases`: A's tensor name →
+/// stage name; a triangle's port side takes them from the reference ⇔ port alignment): a pair
+/// whose common name is not a stage is reported under its A tensor's alias.
+pub fn diff_aliased(
+    a: &Dump,
+    b: &Dump,
+    opts: &DiffOptions,
+    aliases: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<DiffReport> {
     let input = check_inputs(a, b, opts.allow_input_mismatch)?;
-    let alignment = align::align(a, b, &opts.map)?;
+    let mut alignment = align::align_in(a, b, &opts.map, opts.align)?;
+    for p in &mut alignment.pairs {
+        if Stage::parse(&p.key).is_none()
+            && let Some(stage) = aliases.get(&p.a)
+        {
+            p.key = stage.clone();
+        }
+    }
     refuse_incomparable(a, b, &alignment)?;
     a.advise_sequential();
     b.advise_sequential();
@@ -428,8 +500,20 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
         .map(|role| role.stage().to_string())
         .filter_map(|name| pairs.iter().find(|p| p.name == name))
         .filter_map(|p| {
-            let (ta, a_deployed) = deployed_or(a, &p.a);
-            let (tb, b_deployed) = deployed_or(b, &p.b);
+            if p.layout.is_some() {
+                let m = p.metrics.as_ref()?;
+                return Some(Headline {
+                    name: p.name.clone(),
+                    cosine: m.cosine,
+                    max_abs: m.max_abs,
+                    fails: m.fails(),
+                    a_deployed: false,
+                    b_deployed: false,
+                });
+            }
+            let stage = (p.paired_by == PairedBy::Value).then_some(p.name.as_str());
+            let (ta, a_deployed) = deployed_or(a, &p.a, stage);
+            let (tb, b_deployed) = deployed_or(b, &p.b, stage);
             let m = if a_deployed || b_deployed {
                 Some(metrics::compare(
                     View::of(a, ta),
@@ -451,12 +535,18 @@ fn headlines(a: &Dump, b: &Dump, pairs: &[PairResult], tolerance: Tolerance) -> 
         .collect()
 }
 
-/// The dump's `deployed/<name>` when it has one shaped as `name`, else `name`'s own tensor.
-fn deployed_or<'d>(d: &'d Dump, name: &str) -> (&'d TensorEntry, bool) {
+/// The dump's `deployed/<name>` when it has one shaped as `name`'s tensor, else
+/// `deployed/<stage>` (a value pair's stage name, which the tensor need not bear), else
+/// `name`'s own tensor.
+fn deployed_or<'d>(d: &'d Dump, name: &str, stage: Option<&str>) -> (&'d TensorEntry, bool) {
     let own = d.get(name).expect("paired tensors exist");
-    match d.get(&crate::dump::deployed_name(name)) {
-        Some(t) if t.shape == own.shape && t.dtype == own.dtype => (t, true),
-        _ => (own, false),
+    let deployed = std::iter::once(name)
+        .chain(stage)
+        .filter_map(|n| d.get(&crate::dump::deployed_name(n)))
+        .find(|t| t.shape == own.shape && t.dtype == own.dtype);
+    match deployed {
+        Some(t) => (t, true),
+        None => (own, false),
     }
 }
 

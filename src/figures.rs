@@ -172,9 +172,14 @@ fn pair_figures(a: &Dump, b: &Dump, r: &DiffReport, o: &FigureOptions) -> Result
         let (Some(ta), Some(tb)) = (a.get(&p.a), b.get(&p.b)) else {
             continue;
         };
-        if let Ok(per) =
-            tokens::per_token(View::of(a, ta), View::of(b, tb), &p.shape_a, axis, layout)
-        {
+        let Some(data) = crate::diff::b_in_a_order(b, tb, &ta.shape, p.layout.as_deref()) else {
+            continue;
+        };
+        let vb = View {
+            dtype: tb.dtype,
+            data: &data,
+        };
+        if let Ok(per) = tokens::per_token(View::of(a, ta), vb, &p.shape_a, axis, layout) {
             per_stage.push((stage, p, per));
         }
     }

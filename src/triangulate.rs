@@ -2,17 +2,21 @@
 //! (B, the Equinox reimplementation) and an export of the port (C, its ONNX file).
 //!
 //! Contract: the three pairwise diffs are computed with the same options (A⇔C, A⇔B, B⇔C; each
-//! refuses dumps of different inputs as a two-way diff does). The diagnosis reads them as a
+//! refuses dumps of different inputs as a two-way diff does). With `--align auto`, B's tensors
+//! that bear no stage name but were paired with one of A's stages are shown under that stage in
+//! B⇔C too. The diagnosis reads them as a
 //! triangle: if A⇔B is clean but C departs, the export is at fault and the first stage over
 //! tolerance in B⇔C (else A⇔C) is named; if A⇔B diverges, the port is at fault and its first
 //! stage over tolerance is named, with its amplification against the stage before it; B⇔C says
-//! whether the export also drifts on its own. The verdict passes only when all three pass.
+//! whether the export also drifts on its own. A side that fails with no pair over tolerance (it
+//! paired too little: coverage) makes the diagnosis `Incomplete`. The verdict passes only when all
+//! three pass.
 //!
 //! Everything here is data: the [`Diagnosis`] is its kind and the figures of the stages it names,
 //! never prose. [`crate::report`] words it (one sentence per kind, the same in every format); the
 //! JSON form (schema [`SCHEMA`], `docs/diff-json.md`) carries the data beside that sentence.
 
-use crate::diff::{DiffOptions, DiffReport, diff};
+use crate::diff::{DiffOptions, DiffReport, diff, diff_aliased};
 use crate::dump::{Dump, SourceKind};
 use serde::Serialize;
 
@@ -62,6 +66,8 @@ pub enum Finding {
     BothDiverge,
     /// A ⇔ B and B ⇔ C pass but A ⇔ C does not (differences that add up across the triangle).
     Accumulated,
+    /// A side fails without a pair over tolerance: it compared too little (coverage).
+    Incomplete,
 }
 
 /// The first tensor over tolerance on one side, with the figures the diagnosis quotes.
@@ -88,6 +94,9 @@ pub enum Diagnosis {
     PortDiverges(FirstOver),
     /// A ⇔ B and B ⇔ C both fail: the first stage of each.
     BothDiverge { port: FirstOver, export: FirstOver },
+    /// A side fails only because it paired too little to say PASS (its coverage is below the
+    /// minimum): nothing to diagnose until more is paired. The first such side (A⇔B, B⇔C, A⇔C).
+    Incomplete(Side),
 }
 
 impl Diagnosis {
@@ -98,13 +107,14 @@ impl Diagnosis {
             Diagnosis::ExportDrifts(_) => Finding::ExportDrifts,
             Diagnosis::PortDiverges(_) => Finding::PortDiverges,
             Diagnosis::BothDiverge { .. } => Finding::BothDiverge,
+            Diagnosis::Incomplete(_) => Finding::Incomplete,
         }
     }
 
     /// The stages to look at, most telling first (the port's before the export's).
     pub fn first_over(&self) -> Vec<&FirstOver> {
         match self {
-            Diagnosis::AllAgree => vec![],
+            Diagnosis::AllAgree | Diagnosis::Incomplete(_) => vec![],
             Diagnosis::Accumulated(f) | Diagnosis::ExportDrifts(f) | Diagnosis::PortDiverges(f) => {
                 vec![f]
             }
@@ -163,6 +173,17 @@ fn first_over(side: Side, r: &DiffReport) -> FirstOver {
 
 /// Reads the three sides as a triangle (see the module contract).
 pub fn diagnose(ac: &DiffReport, ab: &DiffReport, bc: &DiffReport) -> Diagnosis {
+    let sides = [
+        (Side::ReferencePort, ab),
+        (Side::PortExport, bc),
+        (Side::ReferenceExport, ac),
+    ];
+    if let Some((side, _)) = sides
+        .iter()
+        .find(|(_, r)| !r.verdict.pass && r.first_over.is_none())
+    {
+        return Diagnosis::Incomplete(*side);
+    }
     match (ab.verdict.pass, bc.verdict.pass, ac.verdict.pass) {
         (true, true, true) => Diagnosis::AllAgree,
         (true, true, false) => Diagnosis::Accumulated(first_over(Side::ReferenceExport, ac)),
@@ -175,6 +196,19 @@ pub fn diagnose(ac: &DiffReport, ab: &DiffReport, bc: &DiffReport) -> Diagnosis 
     }
 }
 
+/// The stage names of the port's tensors that bear none, from the reference ⇔ port pairs
+/// (`--align auto` only: then the port side of the triangle shows the reference's stages).
+fn port_stages(ab: &DiffReport, opts: &DiffOptions) -> std::collections::HashMap<String, String> {
+    if opts.align != crate::align::Mode::Auto {
+        return Default::default();
+    }
+    ab.pairs
+        .iter()
+        .filter(|p| p.canonical && crate::model::Stage::parse(&p.b).is_none())
+        .map(|p| (p.b.clone(), p.name.clone()))
+        .collect()
+}
+
 pub fn triangulate(
     a: &Dump,
     b: &Dump,
@@ -183,7 +217,7 @@ pub fn triangulate(
 ) -> anyhow::Result<TriangleReport> {
     let ac = diff(a, c, opts)?;
     let ab = diff(a, b, opts)?;
-    let bc = diff(b, c, opts)?;
+    let bc = diff_aliased(b, c, opts, &port_stages(&ab, opts))?;
     let diagnosis = diagnose(&ac, &ab, &bc);
     let pass = ab.verdict.pass && bc.verdict.pass && ac.verdict.pass;
     let side = |side, report| SidePair { side, report };

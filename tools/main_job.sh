@@ -10,7 +10,10 @@
 #      imported), `capture onnx` (ONNX Runtime);
 #   6. the independent check of the Meta side: timm's DINOv3 port, hooked (max|Δ| 0 expected);
 #      and of the ONNX headline: a default onnxruntime session gives the same CLS max|Δ|;
-#   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected).
+#   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected);
+#   8. the 4th system of that workflow: equimo's DINOv3 (equimo 2.x in the equimo venv, CPython
+#      3.13) converted from the same checkpoint by equimo's converter, recorded by
+#      tools/equimo_capture.py, imported by `capture eqx`; `dinodiff diff meta.st equimo.st`.
 # Files go to $DINODIFF_WORK_DIR (default target/dinodiff-main). A second run reuses the
 # checkpoint, the Equinox model, the ONNX file and the input (each is rebuilt only when what it is
 # made from is newer) and re-runs the captures and the diff.
@@ -21,6 +24,7 @@ bin="$repo/target/release/dinodiff"
 export DINODIFF_BIN="$bin"
 work=${DINODIFF_WORK_DIR:-$repo/target/dinodiff-main}
 python="${DINODIFF_VENV:?run through tools/dev main}/bin/python"
+equimo_python="${DINODIFF_EQUIMO_VENV:?run through tools/dev main}/bin/python"
 mkdir -p "$work"
 cd "$work"
 started=$(date +%s.%N)
@@ -65,6 +69,11 @@ step "5b. dinodiff capture eqx --model (the embedded recorder: JAX, eager, with 
 step "5c. dinodiff capture onnx (ONNX Runtime, every value inside the local functions)"
 "$bin" capture onnx --model vits16.onnx --input input.st -o onnx.st --threads 2
 
+step "5d. equimo (Python 3.13): tools/equimo_capture.py (equimo's converter, eager JAX), then dinodiff capture eqx"
+"$equimo_python" "$tools/equimo_capture.py" --checkpoint vits16-seed0.pth --variant vits16 \
+    --input input.st -o equimo.npz
+"$bin" capture eqx --npz equimo.npz --input input.st -o equimo.st
+
 step "6. independent check of the Meta side: timm's DINOv3 port (tools/timm_capture.py)"
 "$python" "$tools/timm_capture.py" --weights vits16-seed0.pth --input input.st -o timm.st
 "$bin" diff meta.st timm.st | tail -2
@@ -77,8 +86,12 @@ step "7. dinodiff diff meta.st eqx.st onnx.st"
 set +e
 "$bin" diff meta.st eqx.st onnx.st
 status=$?
+step "8. the 4th system: dinodiff diff meta.st equimo.st (Meta ⇔ equimo)"
+"$bin" diff meta.st equimo.st | sed -n -e '1,/^└/p' -e '/^head:/p' -e '/^verdict:/p'
+equimo_status=${PIPESTATUS[0]}
 set -e
 echo
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-echo "exit code $status (0 = all three agree within tolerance); main job ${elapsed} s"
-[[ $status -eq 0 ]]
+echo "exit code $status (0 = all three agree within tolerance), Meta ⇔ equimo $equimo_status" \
+    "(0 = within tolerance); main job ${elapsed} s"
+[[ $status -eq 0 && $equimo_status -eq 0 ]]

@@ -66,6 +66,7 @@ pub fn dump(bytes: &[u8]) {
         map: NameMap::default(),
         min_coverage: dinodiff::diff::DEFAULT_MIN_COVERAGE,
         tokens: true,
+        align: dinodiff::align::Mode::Auto,
     };
     let _ = dinodiff::diff::diff(&d, &d, &opts);
 }
@@ -150,8 +151,8 @@ pub fn checkpoint(bytes: &[u8]) {
     let _ = dinodiff::checkpoint::listing(&sd, true);
 }
 
-/// `diff --map` files: the TOML and its regexes, then the alignment of two small dumps whose
-/// names are spelled the ways the backends spell them.
+/// `diff --map` files: the TOML, its regexes and layouts, then the alignment of two small dumps
+/// whose names are spelled the ways the backends spell them (names, then values).
 pub fn name_map(bytes: &[u8]) {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return;
@@ -160,7 +161,7 @@ pub fn name_map(bytes: &[u8]) {
         return;
     };
     let (a, b) = map_dumps();
-    let _ = dinodiff::align::align(a, b, &map);
+    let _ = dinodiff::align::align_in(a, b, &map, dinodiff::align::Mode::Auto);
 }
 
 /// Two dumps to align: canonical stage names on one side, Equinox and ONNX names on the other.

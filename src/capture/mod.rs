@@ -4,8 +4,10 @@
 //! - [`pth`]: a first check of `.pth` checkpoints (any build).
 //! - `meta` (feature `torch`): Meta's DINOv3 natively in libtorch (docs/capture-meta.md).
 //! - [`onnx`]: any ONNX model through ONNX Runtime, loaded at run time.
-//! - [`eqx`]: an Equinox / JAX run recorded by `tools/eqx_capture.py` (`.npz`), imported.
+//! - [`eqx`]: an Equinox / JAX run recorded by `tools/eqx_capture.py` (`.npz`), imported;
+//!   [`equimo`]: the stage names of equimo's DINOv3 (`tools/equimo_capture.py`).
 
+pub mod equimo;
 pub mod eqx;
 pub mod head;
 pub mod input;

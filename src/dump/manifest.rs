@@ -225,6 +225,8 @@ impl Manifest {
 /// (`deployed/cls`, `deployed/pooled`: an ONNX model run unmarked at ONNX Runtime's default
 /// optimizations), beside the stage captured at graph semantics. `diff` takes a dump's headline
 /// from them when present.
+/// The prefix of the deployed run's model outputs in an ONNX capture (`unmarked/<output>`).
+pub const UNMARKED_PREFIX: &str = "unmarked/";
 pub const DEPLOYED_PREFIX: &str = "deployed/";
 
 /// The name of the deployed form of `stage` ([`DEPLOYED_PREFIX`]).

@@ -14,7 +14,7 @@ pub mod writer;
 
 pub use manifest::{
     DEPLOYED_PREFIX, FileIdentity, Manifest, OptimizerEffect, OutputEffect, SourceKind,
-    TensorRecord, deployed_name,
+    TensorRecord, UNMARKED_PREFIX, deployed_name,
 };
 pub use reader::{Dump, DumpError, TensorEntry};
 pub use writer::{DumpWriter, WrittenDump};

@@ -122,12 +122,30 @@ pub fn incomparable(a: Dtype, b: Dtype) -> Option<String> {
     })
 }
 
+/// How B's elements are read in A's order when B has another layout (`align::layout::Strided`).
+pub trait Gather: Sync {
+    /// Copies B's elements at A's positions `lo..lo + count` (`size` bytes each) out of `b` into
+    /// `out`, in A's order.
+    fn gather(&self, b: &[u8], size: usize, lo: usize, count: usize, out: &mut [u8]);
+}
+
 /// Compares two tensors element by element. Both must hold the same number of elements
 /// (alignment checks shapes before calling) and be comparable ([`incomparable`]). Dtypes may
 /// differ: floats of two widths (an f16 port against an f32 reference) and integers against
 /// floats are compared by value with the tolerance; integers and bools against each other
 /// exactly.
 pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
+    compare_through(a, b, None, tol)
+}
+
+/// [`compare`] with B read through `order` (its elements in A's order; `None`: as stored).
+/// Every metric, the argmax included, is in A's order. A reordered B must be decodable.
+pub fn compare_through(
+    a: View<'_>,
+    b: View<'_>,
+    order: Option<&dyn Gather>,
+    tol: Tolerance,
+) -> Comparison {
     let n = a.elements();
     assert_eq!(n, b.elements(), "compare: element counts differ");
     // Exact when neither side is a float; an integer or bool tensor against a float one (a
@@ -135,17 +153,26 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     let exact = ElementKind::of(a.dtype) != ElementKind::Float
         && ElementKind::of(b.dtype) != ElementKind::Float;
     if !ElementKind::decodable(a.dtype) || !ElementKind::decodable(b.dtype) {
+        assert!(order.is_none(), "opaque dtypes are compared as stored");
         return compare_bytes(a, b);
     }
-    let (sa, sb) = (element_size(a.dtype), element_size(b.dtype));
+    let sa = element_size(a.dtype);
     let chunks = n.div_ceil(CHUNK);
     let bounds = |c: usize| (c * CHUNK, CHUNK.min(n - c * CHUNK));
+    let a_chunk = |lo: usize, len: usize| View {
+        dtype: a.dtype,
+        data: &a.data[lo * sa..(lo + len) * sa],
+    };
     let chunk_partial = |c: usize, tol: Tolerance| {
         let (lo, len) = bounds(c);
-        SCRATCH.with(|scratch| {
-            let (xa, xb) = &mut *scratch.borrow_mut();
-            run_chunk(a, b, lo, &mut xa[..len], &mut xb[..len], tol)
-        })
+        let mut p = with_b_chunk(b, order, lo, len, &mut |vb| {
+            SCRATCH.with(|scratch| {
+                let (xa, xb) = &mut *scratch.borrow_mut();
+                run_chunk(a_chunk(lo, len), vb, 0, &mut xa[..len], &mut xb[..len], tol)
+            })
+        });
+        p.max_chunk = c;
+        p
     };
     // Exact kinds fail on any difference: tolerance zero.
     let tol = if exact {
@@ -170,7 +197,9 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
         let (lo, len) = bounds(total.max_chunk);
         let (mut xa, mut xb) = (vec![0f64; len], vec![0f64; len]);
         decode_into(a.dtype, &a.data[lo * sa..], &mut xa);
-        decode_into(b.dtype, &b.data[lo * sb..], &mut xb);
+        with_b_chunk(b, order, lo, len, &mut |vb| {
+            decode_into(b.dtype, vb.data, &mut xb)
+        });
         let pos = (0..len)
             .find(|&i| {
                 xa[i].is_finite() && xb[i].is_finite() && (xa[i] - xb[i]).abs() == total.max_abs
@@ -185,17 +214,63 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     // Integers of one dtype are exact on their raw values: f64 cannot tell 2^62 from 2^62 + 1.
     let (mut argmax, mut a_at, mut b_at) = (argmax, a_at, b_at);
     if exact && a.dtype == b.dtype {
-        let (differing, first) = raw_element_differences(a, b);
+        let (differing, first) = raw_element_differences(a, b, order);
         total.over = differing;
         if total.max_abs == 0.0 && differing > 0 {
             let mut x = [0f64; 1];
             let mut y = [0f64; 1];
             let i = first.expect("a difference exists");
             decode_into(a.dtype, &a.data[i * sa..], &mut x);
-            decode_into(b.dtype, &b.data[i * sb..], &mut y);
+            with_b_chunk(b, order, i, 1, &mut |vb| {
+                decode_into(b.dtype, vb.data, &mut y)
+            });
             (argmax, a_at, b_at) = (Some(i), Some(x[0]), Some(y[0]));
         }
     }
+    finish(n, &total, (argmax, a_at, b_at), exact)
+}
+
+/// Calls `f` with B's elements at A's positions `lo..lo + len`: a slice of B's bytes as stored,
+/// or gathered through `order` into a per-thread buffer (8-byte aligned, so the kernel reads it in
+/// place).
+fn with_b_chunk<R>(
+    b: View<'_>,
+    order: Option<&dyn Gather>,
+    lo: usize,
+    len: usize,
+    f: &mut dyn FnMut(View<'_>) -> R,
+) -> R {
+    let size = element_size(b.dtype);
+    let Some(order) = order else {
+        return f(View {
+            dtype: b.dtype,
+            data: &b.data[lo * size..(lo + len) * size],
+        });
+    };
+    GATHERED.with(|buffer| {
+        let mut words = buffer.borrow_mut();
+        words.resize((len * size).div_ceil(8), 0);
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len * size];
+        order.gather(b.data, size, lo, len, bytes);
+        f(View {
+            dtype: b.dtype,
+            data: bytes,
+        })
+    })
+}
+
+thread_local! {
+    /// Per-thread buffer of B's elements gathered in A's order.
+    static GATHERED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The comparison from the merged partial sums.
+fn finish(
+    n: usize,
+    total: &Partial,
+    (argmax, a_at, b_at): (Option<usize>, Option<f64>, Option<f64>),
+    exact: bool,
+) -> Comparison {
     let finite = total.finite_pairs as f64;
     let cosine = (total.finite_pairs > 0).then(|| {
         let denom = (total.norm_a * total.norm_b).sqrt();
@@ -235,25 +310,35 @@ pub fn compare(a: View<'_>, b: View<'_>, tol: Tolerance) -> Comparison {
     }
 }
 
-/// Elements whose raw bytes differ (same dtype on both sides), and the first of them.
-fn raw_element_differences(a: View<'_>, b: View<'_>) -> (u64, Option<usize>) {
+/// Elements whose raw bytes differ (same dtype on both sides, B read through `order`), and the
+/// first of them.
+fn raw_element_differences(
+    a: View<'_>,
+    b: View<'_>,
+    order: Option<&dyn Gather>,
+) -> (u64, Option<usize>) {
     let size = element_size(a.dtype).max(1);
-    let per_chunk = CHUNK * size;
-    let counts: Vec<(u64, Option<usize>)> = a
-        .data
-        .par_chunks(per_chunk)
-        .zip(b.data.par_chunks(per_chunk))
-        .enumerate()
-        .map(|(c, (x, y))| {
-            let mut n = 0;
-            let mut first = None;
-            for (i, (p, q)) in x.chunks_exact(size).zip(y.chunks_exact(size)).enumerate() {
-                if p != q {
-                    n += 1;
-                    first.get_or_insert(c * CHUNK + i);
+    let n = a.elements();
+    let counts: Vec<(u64, Option<usize>)> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let (lo, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
+            let x = &a.data[lo * size..(lo + len) * size];
+            with_b_chunk(b, order, lo, len, &mut |vb| {
+                let mut count = 0;
+                let mut first = None;
+                for (i, (p, q)) in x
+                    .chunks_exact(size)
+                    .zip(vb.data.chunks_exact(size))
+                    .enumerate()
+                {
+                    if p != q {
+                        count += 1;
+                        first.get_or_insert(lo + i);
+                    }
                 }
-            }
-            (n, first)
+                (count, first)
+            })
         })
         .collect();
     let total = counts.iter().map(|c| c.0).sum();

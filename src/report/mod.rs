@@ -19,6 +19,7 @@
 //! A new format is one more [`Renderer`] implementation. [`html`] is one too, and also draws
 //! what only the dumps hold ([`crate::figures`]) when given it.
 
+pub mod align;
 pub mod checkpoint;
 pub mod html;
 pub mod json;

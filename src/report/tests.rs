@@ -61,6 +61,7 @@ fn pair(name: &str, max_abs: f64, fails: bool) -> PairResult {
         dtype_a: "F32".into(),
         dtype_b: "F32".into(),
         shapes: ShapeRelation::Equal,
+        layout: None,
         metrics: Some(metrics(max_abs, fails)),
         argmax_index: Some(vec![0, 1]),
         amplification: None,

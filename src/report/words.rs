@@ -7,13 +7,17 @@
 //! text (a backtick-quoted stage name is part of the sentence); escaping for a format is the
 //! renderer's job. A wording change here changes no data schema.
 
+mod align;
 mod deployed;
+mod details;
 mod eqx;
 mod grid;
 mod page;
 mod sizes;
+pub use align::*;
 use deployed::deployed;
 pub use deployed::{optimizer_effect, optimizer_finding};
+pub use details::detail_lines;
 pub use eqx::eqx_recording;
 pub use grid::*;
 pub use page::*;
@@ -243,6 +247,7 @@ fn finding_short(d: &Diagnosis) -> &'static str {
         Diagnosis::ExportDrifts(_) => "the export drifts",
         Diagnosis::PortDiverges(_) => "the port diverges",
         Diagnosis::BothDiverge { .. } => "port and export both depart",
+        Diagnosis::Incomplete(_) => "too little paired to diagnose",
     }
 }
 
@@ -344,52 +349,6 @@ pub const LARGEST: &str = "largest difference";
 /// Said instead of a detail when nothing differs at all.
 pub const ALL_EQUAL: &str = "every compared pair is equal: max|Δ| 0 everywhere";
 
-/// Detail lines for one pair (first over tolerance, worst, largest difference).
-pub fn detail_lines(p: &PairResult) -> Vec<String> {
-    let mut out = Vec::new();
-    let shape = |s: &[usize]| format!("{s:?}");
-    if p.a != p.b {
-        out.push(format!("A tensor {:?}, B tensor {:?}", p.a, p.b));
-    }
-    let Some(m) = &p.metrics else {
-        out.push(format!(
-            "shapes differ: A {} {} vs B {} {}; not compared",
-            p.dtype_a,
-            shape(&p.shape_a),
-            p.dtype_b,
-            shape(&p.shape_b)
-        ));
-        return out;
-    };
-    let at = match (&p.argmax_index, m.a_at_max, m.b_at_max) {
-        (Some(idx), Some(x), Some(y)) => format!(" at {idx:?}: A {}, B {}", sci(x, 9), sci(y, 9)),
-        _ => String::new(),
-    };
-    out.push(format!("max|Δ| {}{at}", sci(m.max_abs, 3)));
-    out.push(format!(
-        "mean|Δ| {}  rms {}  max rel {}  cosine {}",
-        sci(m.mean_abs, 3),
-        sci(m.rms, 3),
-        sci(m.max_rel, 3),
-        cosine(m.cosine)
-    ));
-    out.push(format!(
-        "{} of {} elements over tolerance; NaN A {} B {}, Inf A {} B {}, non-finite mismatches {}",
-        m.over_tolerance, m.elements, m.nan_a, m.nan_b, m.inf_a, m.inf_b, m.nonfinite_mismatches
-    ));
-    if let Some(r) = p.amplification {
-        out.push(format!("amplification {r:.2}× against the stage before it"));
-    }
-    if p.shape_a != p.shape_b {
-        out.push(format!(
-            "shapes reconciled: A {} vs B {} (leading singleton dims)",
-            shape(&p.shape_a),
-            shape(&p.shape_b)
-        ));
-    }
-    out
-}
-
 /// The roles of A, B and C in a triangle.
 pub const ROLES: [&str; 3] = ["reference", "port", "export"];
 /// The letters of A, B and C.
@@ -486,6 +445,14 @@ pub fn diagnosis(names: &[String; 3], d: &Diagnosis) -> String {
              the difference.",
             stage_figures(f)
         ),
+        Diagnosis::Incomplete(side) => {
+            let (x, y) = side.ends();
+            format!(
+                "{} ⇔ {} compares too little to diagnose (coverage below --min-coverage): pair \
+                 more of their tensors (--align auto, --map) or lower --min-coverage.",
+                names[x], names[y]
+            )
+        }
         Diagnosis::BothDiverge { port, export } => format!(
             "both the port and the export depart: {na} ⇔ {nb} diverges first at {} (fix {nb} \
              there), and {nc} also drifts from {nb}, first at {}.",

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod align;
 mod bad_inputs;
 mod capture;
 mod diff;

@@ -17,8 +17,9 @@
 //!   (how numpy saves `ml_dtypes.bfloat16`); object arrays are refused, never unpickled; other
 //!   dtypes (complex, strings, structured) and Fortran-ordered arrays are refused by name;
 //! - Equinox names (pytree paths, `blocks[3].ls1`, and the tool's internals, `blocks[3].attn:q`)
-//!   are mapped to canonical stages by [`canonical_stage`] (docs/capture-eqx.md has the table);
-//!   others keep their names. A canonical stage that lacks its leading batch dimension gets it
+//!   are mapped to canonical stages by [`canonical_stage`] (docs/capture-eqx.md has the table),
+//!   those of equimo's DINOv3 (`tools/equimo_capture.py`, told by the manifest's model kind) by
+//!   [`crate::capture::equimo`]; others keep their names. A canonical stage that lacks its leading batch dimension gets it
 //!   (Equinox modules run unbatched); the record says so (`eqx_shape`);
 //! - `cls`, `storage`, `patches` and `pooled` are derived from `norm` ([`crate::capture::head`])
 //!   when the recording does not hold them (the Equinox model drops storage tokens from its

@@ -404,6 +404,9 @@ fn eqx_manifest(recorded: &Value) -> Manifest {
         });
         manifest.variant = Some(hub.map_or("custom".into(), |v| v.name.to_string()));
     }
+    if crate::capture::equimo::is_equimo(recorded) {
+        manifest.variant = crate::capture::equimo::variant(recorded);
+    }
     manifest
 }
 
@@ -453,7 +456,11 @@ fn write_array(
             }
         }
     }
-    let stage = canonical_stage(name);
+    let stage = if crate::capture::equimo::is_equimo(recorded) {
+        crate::capture::equimo::canonical_stage(name)
+    } else {
+        canonical_stage(name)
+    };
     let dump_name = match stage {
         Some(s) => {
             if let Some(rank) = batched_rank(s)

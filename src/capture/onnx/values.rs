@@ -243,7 +243,7 @@ fn write_value(writer: &mut DumpWriter, v: &ValueOrigin, placed: PlacedValue) ->
 pub(super) fn write_unmarked(writer: &mut DumpWriter, deployed: &Unmarked) -> Result<()> {
     for (name, u) in &deployed.outputs {
         writer.write(
-            &format!("unmarked/{name}"),
+            &format!("{}{name}", crate::dump::UNMARKED_PREFIX),
             TensorRecord {
                 native: name.clone(),
                 stage: None,
