@@ -508,10 +508,17 @@ fn run_capture_onnx(args: crate::cli::CaptureOnnxArgs) -> Result<u8> {
 
 fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
     use dinodiff::capture::eqx;
-    let done = match (args.model, args.npz, args.input) {
-        (Some(model), _, Some(input)) => {
+    let kind = match args.kind {
+        crate::cli::EqxKindArg::Jax2onnx => eqx::RecorderKind::Jax2onnx,
+        crate::cli::EqxKindArg::Equimo => eqx::RecorderKind::Equimo,
+    };
+    let recorded_from = args.model.is_some() || args.checkpoint.is_some();
+    let done = match (recorded_from, args.npz, args.input) {
+        (true, _, Some(input)) => {
             let opts = eqx::RecordOptions {
-                model,
+                kind,
+                model: args.model,
+                checkpoint: args.checkpoint,
                 input,
                 output: args.output,
                 python: args.python,
@@ -524,12 +531,15 @@ fn run_capture_eqx(args: crate::cli::CaptureEqxArgs) -> Result<u8> {
             })?
             .import
         }
-        (None, Some(npz), input) => eqx::import(&eqx::EqxOptions {
+        (false, Some(npz), input) => eqx::import(&eqx::EqxOptions {
             npz,
             output: args.output,
             input,
         })?,
-        _ => bail!("give --model M.eqx --input input.st, or --npz RUN.npz"),
+        _ => bail!(
+            "give --model M.eqx --input input.st (equimo: --kind equimo --checkpoint META.pth \
+             --input input.st), or --npz RUN.npz"
+        ),
     };
     eprintln!(
         "wrote {} ({} tensors, {} bytes): {} arrays named as canonical stages{}",

@@ -316,10 +316,18 @@ pub enum CaptureCommand {
 
 #[derive(Args, Debug)]
 #[group(skip)]
-#[command(group = clap::ArgGroup::new("eqx_source").required(true).args(["model", "npz"]))]
+#[command(group = clap::ArgGroup::new("eqx_source").required(true).args(["model", "npz", "checkpoint"]))]
 pub struct CaptureEqxArgs {
+    /// Which Equinox DINOv3 --model / --checkpoint is: jax2onnx's example model, or equimo 2.x's
+    /// (`equimo.vision.models`, needs a Python >= 3.12 with equimo: `tools/dev equimo-venv`)
+    #[arg(long, value_enum, default_value = "jax2onnx")]
+    pub kind: EqxKindArg,
+    /// With --kind equimo: a Meta DINOv3 checkpoint (.pth), converted by equimo's own converter
+    #[arg(long, value_name = "META.pth", requires = "input", conflicts_with_all = ["model", "npz"])]
+    pub checkpoint: Option<PathBuf>,
     /// The Equinox model to run: a .eqx of jax2onnx's DINOv3 example (eqx.tree_serialise_leaves),
-    /// with or without the sidecar M.eqx.json that `dinodiff tools meta-to-eqx` writes
+    /// with or without the sidecar M.eqx.json that `dinodiff tools meta-to-eqx` writes; with
+    /// --kind equimo, a model saved by equimo's save_model
     #[arg(long, value_name = "M.eqx", requires = "input")]
     pub model: Option<PathBuf>,
     /// A recording made on another machine by `python eqx_capture.py --model M.eqx --input
@@ -335,20 +343,27 @@ pub struct CaptureEqxArgs {
     pub input: Option<PathBuf>,
     /// The DINOv3 variant a bare .eqx holds: vits16, vitb16, vitl16, or Meta's and jax2onnx's
     /// names (dinov3_vits16_pretrain_lvd1689m); inferred from the file when omitted
-    #[arg(long, requires = "model", conflicts_with = "config")]
+    #[arg(long, conflicts_with_all = ["config", "npz"])]
     pub variant: Option<String>,
     /// The constructor config of a bare .eqx, keys as jax2onnx's VisionTransformer takes them:
     /// img_size=224,patch_size=16,embed_dim=384,depth=12,num_heads=6,num_storage_tokens=4 (keys
     /// left out are read off the file)
     #[arg(long, value_name = "KEY=VALUE,...", requires = "model")]
     pub config: Option<String>,
-    /// The Python that runs the recorder (it needs jax, equinox, jax2onnx, numpy, safetensors);
-    /// default: $DINODIFF_PYTHON, else python3 on PATH
-    #[arg(long, value_name = "PATH", requires = "model")]
+    /// The Python that runs the recorder (it needs jax, equinox, jax2onnx, numpy, safetensors;
+    /// equimo: Python >= 3.12 with equimo, torch, timm); default: $DINODIFF_PYTHON, else python3
+    #[arg(long, value_name = "PATH", conflicts_with = "npz")]
     pub python: Option<PathBuf>,
     /// Keep the recording (.npz) at this path; by default it is a temporary file
-    #[arg(long, value_name = "RUN.npz", requires = "model")]
+    #[arg(long, value_name = "RUN.npz", conflicts_with = "npz")]
     pub keep_npz: Option<PathBuf>,
+}
+
+/// `capture eqx --kind`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum EqxKindArg {
+    Jax2onnx,
+    Equimo,
 }
 
 #[derive(Args, Debug)]

@@ -335,14 +335,10 @@ def main():
                         "equimo's DINOv3 (needs `import equimo`: equimo 2.x, Python >= 3.12)")
     a = p.parse_args()
     if a.kind == "equimo":
-        try:
-            import equimo  # noqa: F401
-        except ImportError as e:
-            raise ToolError(f"--kind equimo needs the equimo package, which does not import here "
-                            f"({e}); equimo 2.x (the one with DINOv3) requires Python >= 3.12, "
-                            f"this is Python {sys.version.split()[0]}") from None
-        raise ToolError("--kind equimo: equimo imports, but this tool does not capture equimo "
-                        "models yet; use a model made by tools/meta_to_eqx.py")
+        raise ToolError("equimo's DINOv3 is recorded by its own tool: `dinodiff capture eqx --kind "
+                        "equimo --checkpoint META.pth --input input.st -o equimo.st --python "
+                        "PY312` (or `dinodiff tools equimo-capture`, tools/equimo_capture.py); it "
+                        "needs equimo 2.x, on Python >= 3.12")
 
     from eqx_model import load_model_and_sidecar, model_meta, parse_config, variant_config
 

@@ -12,8 +12,9 @@
 #      and of the ONNX headline: a default onnxruntime session gives the same CLS max|Δ|;
 #   7. `dinodiff diff meta.st eqx.st onnx.st`: the triangulation (exit 0 expected);
 #   8. the 4th system of that workflow: equimo's DINOv3 (equimo 2.x in the equimo venv, CPython
-#      3.13) converted from the same checkpoint by equimo's converter, recorded by
-#      tools/equimo_capture.py, imported by `capture eqx`; `dinodiff diff meta.st equimo.st`.
+#      3.13) converted from the same checkpoint by equimo's converter, recorded and imported in
+#      one step by `capture eqx --kind equimo` (the recorder embedded in the binary);
+#      `dinodiff diff meta.st equimo.st`.
 # Files go to $DINODIFF_WORK_DIR (default target/dinodiff-main). A second run reuses the
 # checkpoint, the Equinox model, the ONNX file and the input (each is rebuilt only when what it is
 # made from is newer) and re-runs the captures and the diff.
@@ -69,10 +70,9 @@ step "5b. dinodiff capture eqx --model (the embedded recorder: JAX, eager, with 
 step "5c. dinodiff capture onnx (ONNX Runtime, every value inside the local functions)"
 "$bin" capture onnx --model vits16.onnx --input input.st -o onnx.st --threads 2
 
-step "5d. equimo (Python 3.13): tools/equimo_capture.py (equimo's converter, eager JAX), then dinodiff capture eqx"
-"$equimo_python" "$tools/equimo_capture.py" --checkpoint vits16-seed0.pth --variant vits16 \
-    --input input.st -o equimo.npz
-"$bin" capture eqx --npz equimo.npz --input input.st -o equimo.st
+step "5d. equimo (Python 3.13): dinodiff capture eqx --kind equimo (equimo's converter, eager JAX)"
+"$bin" capture eqx --kind equimo --checkpoint vits16-seed0.pth --variant vits16 \
+    --input input.st -o equimo.st --python "$equimo_python"
 
 step "6. independent check of the Meta side: timm's DINOv3 port (tools/timm_capture.py)"
 "$python" "$tools/timm_capture.py" --weights vits16-seed0.pth --input input.st -o timm.st

@@ -10,7 +10,7 @@
 //! `__main__`; tracebacks name `<dinodiff bundle>/FILE.py` with its lines. Nothing is read from
 //! or written beside the file.
 
-use super::{MIN_PYTHON, Tool};
+use super::Tool;
 use std::fmt::Write as _;
 
 const PRELUDE: &str = include_str!("prelude.py");
@@ -36,8 +36,13 @@ pub fn render(tool: Tool) -> String {
         let _ = writeln!(vocabulary, "    \"variants\": {},", literal(&variants));
     }
     let module_names: Vec<&str> = modules.iter().map(|m| m.file).collect();
-    let needs: Vec<String> = tool.info.needs.iter().map(|p| super::pinned(p)).collect();
-    let (major, minor) = MIN_PYTHON;
+    let needs: Vec<String> = tool
+        .info
+        .needs
+        .iter()
+        .map(|p| super::pinned_in(tool.info.requirements, p))
+        .collect();
+    let (major, minor) = tool.info.min_python;
     [
         ("@@NAME@@", tool.info.name.to_string()),
         ("@@FILE@@", tool.file.file.to_string()),

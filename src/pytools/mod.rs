@@ -10,8 +10,11 @@
 //! - which modules a tool carries is read off its `import` / `from … import` lines (nested ones
 //!   too), transitively, among the embedded modules ([`Tool::modules`]); nothing else of
 //!   `tools/` is needed at run time;
-//! - a package's pinned version comes from `tools/requirements.txt` ([`pinned`]), the file the
-//!   project's own venv is built from.
+//! - a package's pinned version comes from the tool's requirements file ([`pinned_in`]):
+//!   `tools/requirements.txt`, the file the project's own venv is built from, or for
+//!   `equimo-capture` (Python >= 3.12) `tools/requirements-equimo.txt`;
+//! - a tool imported by another tool (`equimo_capture.py` imports `eqx_capture.py`) is carried
+//!   like a module.
 
 pub mod bundle;
 pub mod python;
@@ -36,6 +39,10 @@ pub struct ToolInfo {
     pub about: &'static str,
     /// The packages it imports (import names, which are also their pip names here).
     pub needs: &'static [&'static str],
+    /// The oldest Python it runs on.
+    pub min_python: (u32, u32),
+    /// The pinned requirements file its packages' versions come from ([`pinned`]).
+    pub requirements: &'static str,
 }
 
 macro_rules! tool {
@@ -43,10 +50,27 @@ macro_rules! tool {
         PyFile {
             file: $file,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/", $file)),
-            tool: Some(ToolInfo { name: $name, about: $about, needs: &[$($package),*] }),
+            tool: Some(ToolInfo {
+                name: $name,
+                about: $about,
+                needs: &[$($package),*],
+                min_python: MIN_PYTHON,
+                requirements: REQUIREMENTS,
+            }),
         }
     };
 }
+
+/// The pins of the project's own venv (CPython 3.11).
+const REQUIREMENTS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tools/requirements.txt"
+));
+/// The pins of the equimo venv (CPython 3.13; `tools/dev equimo-venv`).
+const EQUIMO_REQUIREMENTS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tools/requirements-equimo.txt"
+));
 
 macro_rules! module {
     ($file:literal) => {
@@ -79,6 +103,30 @@ pub const FILES: &[PyFile] = &[
         "a random-weight DINOv3 checkpoint in Meta's format (demos, tests)",
         needs["torch"]
     ),
+    PyFile {
+        file: "equimo_capture.py",
+        source: include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tools/equimo_capture.py"
+        )),
+        tool: Some(ToolInfo {
+            name: "equimo-capture",
+            about: "record equimo 2.x's DINOv3 (from a Meta .pth by equimo's converter, or an \
+                    equimo-saved model) into an .npz (`capture eqx --kind equimo`)",
+            needs: &[
+                "numpy",
+                "jax",
+                "jaxlib",
+                "equinox",
+                "equimo",
+                "torch",
+                "timm",
+                "safetensors",
+            ],
+            min_python: (3, 12),
+            requirements: EQUIMO_REQUIREMENTS,
+        }),
+    },
     module!("eqx_model.py"),
     module!("dumpfile.py"),
     module!("toolerror.py"),
@@ -133,7 +181,7 @@ impl Tool {
         }
         FILES
             .iter()
-            .filter(|f| f.tool.is_none() && seen.contains(f.file))
+            .filter(|f| f.file != self.file.file && seen.contains(f.file))
             .collect()
     }
 }
@@ -142,7 +190,7 @@ impl Tool {
 fn module_file(name: &str) -> Option<&'static PyFile> {
     FILES
         .iter()
-        .find(|f| f.tool.is_none() && f.file.strip_suffix(".py") == Some(name))
+        .find(|f| f.file.strip_suffix(".py") == Some(name))
 }
 
 /// The top-level names a Python source imports (`import a, b as c`, `from a.b import c`), at any
@@ -169,12 +217,13 @@ fn imported_names(source: &str) -> impl Iterator<Item = &str> {
 
 /// `PACKAGE==VERSION` as `tools/requirements.txt` pins it, or the bare name when it is not there.
 pub fn pinned(package: &str) -> String {
-    const REQUIREMENTS: &str = include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tools/requirements.txt"
-    ));
+    pinned_in(REQUIREMENTS, package)
+}
+
+/// `PACKAGE==VERSION` as the requirements file `requirements` (its text) pins it, or the bare name.
+pub fn pinned_in(requirements: &str, package: &str) -> String {
     let normal = |s: &str| s.trim().to_ascii_lowercase().replace(['_', '.'], "-");
-    REQUIREMENTS
+    requirements
         .lines()
         .filter_map(|line| line.split_once("=="))
         .find(|(name, _)| normal(name) == normal(package))

@@ -7,9 +7,9 @@
 //!   where it came from and what to do;
 //! - [`Interpreter::probe`] runs it once (`-c`, a probe written so that any Python, 2.7 too, can
 //!   run it) and refuses, naming what to do: a program that does not answer as Python, a Python
-//!   older than [`super::MIN_PYTHON`], and every package of the tool's `needs` that it cannot
+//!   older than the tool's `min_python` ([`super::MIN_PYTHON`] but for equimo's 3.12), and every package of the tool's `needs` that it cannot
 //!   find (`importlib.util.find_spec`, which does not import it), with the `pip install` of their
-//!   pinned versions ([`super::pinned`]);
+//!   pinned versions in the tool's requirements file ([`super::pinned_in`]);
 //! - [`Interpreter::run`] runs a script with the child's stdout and stderr both on our stderr
 //!   (progress reaches the user as it comes; our stdout stays clean), stdin closed,
 //!   `PYTHONUNBUFFERED=1`, `DINODIFF_BIN` set to this binary (the tools read the stage and variant
@@ -17,7 +17,7 @@
 //!   signal that ends dinodiff, which removes the script's temporary directory, does not leave
 //!   the recorder running).
 
-use super::{MIN_PYTHON, Tool, pinned};
+use super::{MIN_PYTHON, Tool, pinned_in};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -136,11 +136,11 @@ impl Interpreter {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(".");
-        let (major, minor) = (MIN_PYTHON.0 as u64, MIN_PYTHON.1 as u64);
+        let (major, minor) = (tool.info.min_python.0 as u64, tool.info.min_python.1 as u64);
         if version.len() < 2 || (version[0], version[1]) < (major, minor) {
             bail!(
-                "{shown} is Python {version_text}; {} needs Python >= {major}.{minor} (jax and \
-                 jax2onnx require it): pass a newer one with --python PATH or DINODIFF_PYTHON",
+                "{shown} is Python {version_text}; {} needs Python >= {major}.{minor} (the \
+                 packages it imports require it): pass a newer one with --python PATH or DINODIFF_PYTHON",
                 tool.file.file
             );
         }
@@ -149,7 +149,10 @@ impl Interpreter {
             .map(|m| m.iter().filter_map(serde_json::Value::as_str).collect())
             .unwrap_or_default();
         if !missing.is_empty() {
-            let pins: Vec<String> = missing.iter().map(|p| pinned(p)).collect();
+            let pins: Vec<String> = missing
+                .iter()
+                .map(|p| pinned_in(tool.info.requirements, p))
+                .collect();
             bail!(
                 "{shown} (Python {version_text}) lacks {} that {} imports: {}. Install {} into \
                  that Python's environment: {shown} -m pip install {}",

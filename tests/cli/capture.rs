@@ -71,11 +71,11 @@ fn capture_eqx_arguments_are_checked_before_anything_runs() {
         ),
         (
             &["--npz", "r.npz", "--variant", "vits16", "-o", "e.st"],
-            "error: the following required arguments were not provided:",
+            "error: the argument '--npz <RUN.npz>' cannot be used with '--variant <VARIANT>'",
         ),
         (
             &["--npz", "r.npz", "--python", "python3", "-o", "e.st"],
-            "error: the following required arguments were not provided:",
+            "error: the argument '--npz <RUN.npz>' cannot be used with '--python <PATH>'",
         ),
         (
             &[

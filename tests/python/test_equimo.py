@@ -84,7 +84,7 @@ def runs(tmp_path_factory, dinodiff_bin):
     tool(python, "equimo_capture.py", "--checkpoint", d / "m.pth", "--variant", "vits16",
          "--input", d / "in.st", "-o", d / "equimo.npz", "--save-model", d / "m.tar.lz4")
     dd("capture", "eqx", "--npz", d / "equimo.npz", "--input", d / "in.st", "-o", d / "equimo.st")
-    return {"dir": d, "python": python, "dd": dd}
+    return {"dir": d, "python": python, "dd": dd, "bin": dinodiff_bin}
 
 
 def test_every_stage_equimo_exposes_matches_meta(runs):
@@ -197,3 +197,45 @@ def test_a_checkpoint_of_another_variant_is_refused(runs):
     proc = tool(runs["python"], "equimo_capture.py", "--model", d / "m.pth", "--input",
                 d / "in.st", "-o", d / "no.npz", expect=2)
     assert "is neither a directory nor a .tar.lz4 written by equimo's save_model" in proc.stderr
+
+
+def test_the_binary_records_equimo_in_one_step(runs, tmp_path):
+    """`capture eqx --kind equimo` runs the recorder embedded in the binary with the equimo
+    venv's Python, from a directory without the checkout: the same tensors, bit for bit, as the
+    two-step recording (tools/equimo_capture.py, then capture eqx --npz), from the checkpoint
+    (converted by equimo's converter) and from the equimo-saved model."""
+    d, python = runs["dir"], runs["python"]
+    _, two_step = read(d / "equimo.st")
+    for source in (["--checkpoint", d / "m.pth"], ["--model", d / "m.tar.lz4"]):
+        out = tmp_path / f"one-step-{source[0][2:]}.st"
+        proc = subprocess.run(
+            [str(runs["bin"]), "capture", "eqx", "--kind", "equimo", *map(str, source),
+             "--input", str(d / "in.st"), "-o", str(out), "--python", str(python)],
+            capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "equimo 2.7.0" in proc.stderr, proc.stderr
+        _, one_step = read(out)
+        assert sorted(one_step) == sorted(two_step)
+        for name, array in two_step.items():
+            assert one_step[name].dtype == array.dtype and np.array_equal(one_step[name], array), name
+    # the temporary directory of the recording is gone
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
+
+
+def test_the_binary_names_what_equimo_needs(runs, tmp_path):
+    """A Python too old for equimo, and one without equimo, are refused before anything runs."""
+    d = runs["dir"]
+    base = [str(runs["bin"]), "capture", "eqx", "--kind", "equimo", "--checkpoint", str(d / "m.pth"),
+            "--input", str(d / "in.st"), "-o", str(tmp_path / "x.st")]
+    old = subprocess.run(base + ["--python", sys.executable], capture_output=True, text=True)
+    if sys.version_info < (3, 12):
+        assert old.returncode == 2, old.stderr
+        assert "needs Python >= 3.12" in old.stderr, old.stderr
+    bare = tmp_path / "bare"
+    subprocess.run([str(runs["python"]), "-m", "venv", "--without-pip", str(bare)], check=True)
+    proc = subprocess.run(base + ["--python", str(bare / "bin" / "python")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "equimo" in proc.stderr and "pip install" in proc.stderr
+    assert "equimo==2.7.0" in proc.stderr.lower(), proc.stderr  # the pin of tools/requirements-equimo.txt
+    assert not (tmp_path / "x.st").exists()

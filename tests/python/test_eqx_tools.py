@@ -356,7 +356,8 @@ def test_bad_capture_inputs_exit_2(work, tmp_path):
     assert proc.stderr.startswith(f"error: {tmp_path / 'lone.eqx'} has no sidecar")
     proc = tool("eqx_capture.py", "--kind", "equimo", "--model", d / "m.eqx", "--input",
                 d / "input.st", "-o", tmp_path / "r.npz", expect=2)
-    assert proc.stderr.startswith("error: --kind equimo needs the equimo package")
+    assert proc.stderr.startswith("error: equimo's DINOv3 is recorded by its own tool: "
+                                  "`dinodiff capture eqx --kind equimo")
     assert not (tmp_path / "r.npz").exists()
     proc = tool("meta_to_eqx.py", "--weights", tmp_path / "missing.pth", "-o", tmp_path / "x.eqx",
                 expect=2)

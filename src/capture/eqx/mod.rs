@@ -37,4 +37,4 @@ pub mod skeleton;
 
 pub use names::canonical_stage;
 pub use npz::{EqxImport, EqxOptions, FORMAT, MANIFEST_ARRAY, import};
-pub use record::{RecordOptions, Recorded, record_and_import};
+pub use record::{RecordOptions, Recorded, RecorderKind, record_and_import};
