@@ -54,15 +54,19 @@ pub fn tools_table(tools: impl Iterator<Item = crate::pytools::Tool>) -> String 
     let mut out = String::new();
     for t in tools {
         let _ = writeln!(out, "{:<21} {}", t.info.name, t.info.about);
-        let _ = writeln!(out, "{:<21} needs {}", "", t.info.needs.join(", "));
+        let (major, minor) = t.info.min_python;
+        let _ = writeln!(
+            out,
+            "{:<21} needs Python >= {major}.{minor}, {}",
+            "",
+            t.info.needs.join(", ")
+        );
     }
     let _ = writeln!(
         out,
         "\n`dinodiff tools NAME > FILE.py` writes one as a self-contained script (the modules it \
-         imports\nfrom dinodiff's tools/ are in it); it runs on Python >= {}.{} with the packages \
-         it needs.",
-        crate::pytools::MIN_PYTHON.0,
-        crate::pytools::MIN_PYTHON.1
+         imports\nfrom dinodiff's tools/ are in it); it runs on the Python and with the packages it \
+         needs."
     );
     out
 }
