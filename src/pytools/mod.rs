@@ -39,8 +39,9 @@ pub struct ToolInfo {
     pub about: &'static str,
     /// The packages it imports (import names, which are also their pip names here).
     pub needs: &'static [&'static str],
-    /// The oldest Python it runs on.
+    /// The oldest Python it runs on, and what requires it.
     pub min_python: (u32, u32),
+    pub min_python_why: &'static str,
     /// The pinned requirements file its packages' versions come from ([`pinned`]).
     pub requirements: &'static str,
 }
@@ -55,6 +56,7 @@ macro_rules! tool {
                 about: $about,
                 needs: &[$($package),*],
                 min_python: MIN_PYTHON,
+                min_python_why: "jax and jax2onnx require it",
                 requirements: REQUIREMENTS,
             }),
         }
@@ -124,6 +126,7 @@ pub const FILES: &[PyFile] = &[
                 "safetensors",
             ],
             min_python: (3, 12),
+            min_python_why: "equimo 2.x requires it",
             requirements: EQUIMO_REQUIREMENTS,
         }),
     },

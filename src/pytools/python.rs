@@ -139,9 +139,10 @@ impl Interpreter {
         let (major, minor) = (tool.info.min_python.0 as u64, tool.info.min_python.1 as u64);
         if version.len() < 2 || (version[0], version[1]) < (major, minor) {
             bail!(
-                "{shown} is Python {version_text}; {} needs Python >= {major}.{minor} (the \
-                 packages it imports require it): pass a newer one with --python PATH or DINODIFF_PYTHON",
-                tool.file.file
+                "{shown} is Python {version_text}; {} needs Python >= {major}.{minor} ({}): pass a \
+                 newer one with --python PATH or DINODIFF_PYTHON",
+                tool.file.file,
+                tool.info.min_python_why
             );
         }
         let missing: Vec<&str> = answer["missing"]
