@@ -49,12 +49,7 @@ pub fn canonical_stage(name: &str) -> Option<Stage> {
     if direct.is_some() {
         return direct;
     }
-    let rest = name.strip_prefix("blocks[0].blocks[")?;
-    let (digits, tail) = rest.split_once(']')?;
-    let index: usize = digits.parse().ok()?;
-    if index.to_string() != digits {
-        return None; // `blocks[03]` is not a pytree path
-    }
+    let (index, tail) = crate::capture::eqx::block_path(name, "blocks[0].blocks[")?;
     let stage = match tail {
         "" => BlockStage::Output,
         ".prenorm" => BlockStage::Norm1,

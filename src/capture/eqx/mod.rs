@@ -35,6 +35,6 @@ mod npz;
 pub mod record;
 pub mod skeleton;
 
-pub use names::canonical_stage;
+pub use names::{block_path, canonical_stage};
 pub use npz::{EqxImport, EqxOptions, FORMAT, MANIFEST_ARRAY, import};
 pub use record::{RecordOptions, Recorded, RecorderKind, record_and_import};

@@ -22,12 +22,7 @@ pub fn canonical_stage(name: &str) -> Option<Stage> {
     if direct.is_some() {
         return direct;
     }
-    let rest = name.strip_prefix("blocks[")?;
-    let (digits, tail) = rest.split_once(']')?;
-    let index: usize = digits.parse().ok()?;
-    if index.to_string() != digits {
-        return None; // `blocks[03]` is not a pytree path
-    }
+    let (index, tail) = block_path(name, "blocks[")?;
     let stage = match tail {
         "" => BlockStage::Output,
         ".norm1" => BlockStage::Norm1,
@@ -46,6 +41,14 @@ pub fn canonical_stage(name: &str) -> Option<Stage> {
         _ => return None,
     };
     Some(Stage::Block(index, stage))
+}
+
+/// `(i, tail)` of a pytree path `{prefix}i]{tail}` (`blocks[3].ls1` with prefix `blocks[`), where
+/// `i` is written as Python writes an index (`blocks[03]` is not a pytree path).
+pub fn block_path<'a>(name: &'a str, prefix: &str) -> Option<(usize, &'a str)> {
+    let (digits, tail) = name.strip_prefix(prefix)?.split_once(']')?;
+    let index: usize = digits.parse().ok()?;
+    (index.to_string() == digits).then_some((index, tail))
 }
 
 #[cfg(test)]
